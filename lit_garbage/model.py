@@ -1,0 +1,146 @@
+"""The network: a timm backbone plus the seed's small head, with input normalisation inside.
+
+Every consumer (training, ONNX, TensorFlow, TFLite, TFJS) feeds RGB images scaled to [0, 1];
+the backbone's own mean/std normalisation is part of the graph, as in the seed's contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+# Keras BatchNormalization's default epsilon; the seed's head uses it.
+KERAS_BN_EPS = 1e-3
+
+
+class SeedHead(nn.Module):
+    """SeparableConv2D(64, 3x3, same, ReLU) -> frozen BatchNorm -> GAP -> Dense(128, ReLU) -> Dropout -> Dense(n).
+
+    The BatchNorm is a `FrozenBatchNorm2d`: buffers only, always inference mode, like Keras
+    `BatchNormalization(trainable=False)` (256 non-trainable values for 64 channels).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, sep_channels: int = 64, hidden: int = 128,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding="same", groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, sep_channels, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.bn = FrozenBatchNorm2d(sep_channels, eps=KERAS_BN_EPS)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(sep_channels, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.pointwise(self.depthwise(features)))
+        x = self.pool(self.bn(x)).flatten(1)
+        x = self.dropout(torch.relu(self.fc1(x)))
+        # The seed keeps its last layer in float32 under mixed precision.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.fc2(x.float())
+
+
+class GarbageNet(nn.Module):
+    """[0, 1] RGB NCHW images -> class logits (`probabilities()` adds the softmax of the inference graph)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "mobilenetv2_100",
+        pretrained: bool = False,
+        weights: str | None = None,
+        dropout: float = 0.5,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
+        cfg = self.backbone.pretrained_cfg
+        mean = tuple(mean if mean is not None else cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
+        std = tuple(std if std is not None else cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.head = SeedHead(self.backbone.num_features, num_classes, dropout=dropout)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        return self.head(self.backbone.forward_features(x))
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward(images).softmax(dim=1)
+
+    def train(self, mode: bool = True) -> "GarbageNet":
+        # Keras semantics: a BatchNorm whose parameters are frozen runs in inference mode
+        # (moving statistics, no updates), even while the rest of the network trains.
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()
+                ):
+                    m.eval()
+        return self
+
+
+class Probabilities(nn.Module):
+    """The inference graph that gets exported: images in [0, 1] -> softmax probabilities."""
+
+    def __init__(self, net: GarbageNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.probabilities(images)
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+    """A timm model without classifier or pooling; `forward_features` gives the last feature map."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {path}")
+        # timm's own loader: accepts a plain state dict or a checkpoint with 'state_dict'/'model'.
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+        timm.models.load_checkpoint(model, str(path), strict=False)
+        return model
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    except RuntimeError as err:
+        raise _offline_error(name, err) from err
+    except OSError as err:  # huggingface_hub / urllib network failures
+        raise _offline_error(name, err) from err
+
+
+def _offline_error(name: str, err: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"could not load pretrained weights for '{name}' ({type(err).__name__}: {err}). "
+        "Without network access, either point at a local file with "
+        "`--model.weights PATH` (a timm/torch state dict), or train from scratch with "
+        "`--model.pretrained false`."
+    )
+
+
+def trainable_parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def weighted_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Leaf layers that hold parameters (convolutions, batch norms, linears), in definition order.
+
+    timm defines MobileNetV2's modules in execution order, so the last N entries are the last N
+    weighted layers of the network, which is how Keras-style "last N layers" partial fine-tuning
+    maps onto timm (see `callbacks.FreezeBackbone`).
+    """
+    return [
+        (name, m)
+        for name, m in module.named_modules()
+        if any(True for _ in m.parameters(recurse=False))
+    ]

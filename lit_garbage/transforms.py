@@ -1,0 +1,106 @@
+"""The one preprocessing contract (RGB, EXIF orientation applied, resized, [0, 1]) and the seed's augmentation.
+
+Every consumer, training, evaluation, prediction on any backend and the export calibration, goes
+through `load_rgb` + `eval_transform`, so there is a single definition of what a model input is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
+            arr = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray((arr * (255.0 / max(arr.max(), 1.0))).round().astype(np.uint8), "L")
+        if im.mode == "P":
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA"):
+            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(background, im.convert("RGBA"))
+        return im.convert("RGB")
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """PIL RGB image -> float32 CHW tensor in [0, 1] at image_size x image_size."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+
+
+class RandomChannelShift(v2.Transform):
+    """Keras `channel_shift_range`: add one uniform value in [-intensity, intensity] to every channel,
+    then clip to the image's own range (Keras `apply_channel_shift`). Intensity is in [0, 1] units."""
+
+    def __init__(self, intensity: float) -> None:
+        super().__init__()
+        self.intensity = intensity
+
+    def make_params(self, flat_inputs):
+        return {"shift": float(torch.empty(1).uniform_(-self.intensity, self.intensity))}
+
+    def transform(self, inpt, params):
+        if not isinstance(inpt, torch.Tensor) or not inpt.is_floating_point():
+            return inpt
+        return (inpt + params["shift"]).clamp(inpt.min(), inpt.max())
+
+
+@dataclass
+class Augment:
+    """The seed's ImageDataGenerator settings, in torchvision terms.
+
+    The seed fixes rotation (25 degrees), width/height shift (0.15) and horizontal flip; it names
+    shear, zoom, channel shift and brightness without amounts, so these defaults are the common
+    Keras-tutorial values: shear 10 degrees (Keras's shear_range is in degrees), zoom +-20 %,
+    channel shift 20/255 (Keras's range is in 0-255 pixel units) and brightness 0.8-1.2.
+    Set `enabled: false` for no augmentation.
+    """
+
+    enabled: bool = True
+    rotation: float = 25.0
+    shift: float = 0.15
+    shear: float = 10.0
+    zoom: float = 0.2
+    channel_shift: float = 20 / 255
+    brightness: tuple[float, float] = (0.8, 1.2)
+    horizontal_flip: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("rotation", "shift", "shear", "zoom", "channel_shift"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"data.augment.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.zoom < 1:
+            raise ValueError(f"data.augment.zoom must be in [0, 1), got {self.zoom}")
+        lo, hi = self.brightness
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.augment.brightness must be (low, high) with 0 < low <= high, got {self.brightness}")
+
+
+def train_transform(image_size: int, aug: Augment) -> v2.Compose:
+    """Resize first (as Keras's flow_from_directory does), then augment at the target size."""
+    if not aug.enabled:
+        return eval_transform(image_size)
+    steps = [
+        v2.ToImage(),
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.RandomAffine(degrees=aug.rotation, translate=(aug.shift, aug.shift),
+                        scale=(1 - aug.zoom, 1 + aug.zoom), shear=aug.shear),
+        v2.ToDtype(torch.float32, scale=True),
+        RandomChannelShift(aug.channel_shift),
+    ]
+    if aug.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(v2.ColorJitter(brightness=aug.brightness))
+    return v2.Compose(steps)

@@ -1,0 +1,42 @@
+"""Shared fixtures: small generated datasets and the real photos in ../shared/data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lit_garbage.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("LIT_GARBAGE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """10 classes x 14 images, 64 px: enough for a stratified 70/15/15 split and a quick fit."""
+    return generate(tmp_path_factory.mktemp("synthetic"), per_class=14, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_smoke() -> Path:
+    path = REAL_DATA / "smoke"
+    if not path.is_dir():
+        pytest.skip(f"real photos not found at {path} (set LIT_GARBAGE_REAL_DATA)")
+    return path
+
+
+def fit_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Arguments for a tiny, fast CPU run of the real CLI on the demo config."""
+    return [
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--data.root", str(root),
+        "--data.image_size", "64",
+        "--data.batch_size", "16",
+        "--data.num_workers", "0",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--run_dir", str(run_dir),
+        *extra,
+    ]

@@ -1,0 +1,123 @@
+"""The network matches the seed's Keras model where it must: parameter counts, frozen layers, head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lit_garbage.callbacks import apply_partial_freeze
+from lit_garbage.model import GarbageNet, Probabilities, trainable_parameter_count
+from lit_garbage.module import GarbageClassifier, keras_weighted_cross_entropy
+
+SEED_TRAINABLE_LAYERS = 21  # configs/seed.yaml
+
+
+@pytest.fixture(scope="module")
+def keras_seed_model():
+    """The seed's Keras model (weights=None), built the way the seed builds it."""
+    tf = pytest.importorskip("tensorflow")
+    keras = tf.keras
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3))
+    for layer in base.layers[:-30]:
+        layer.trainable = False
+    x = keras.layers.SeparableConv2D(64, 3, padding="same", activation="relu")(base.output)
+    x = keras.layers.BatchNormalization(trainable=False)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4))(x)
+    x = keras.layers.Dropout(0.5)(x)
+    out = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
+    return base, keras.Model(base.input, out)
+
+
+def _keras_count(weights) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def test_trainable_backbone_matches_keras_last_30_layers(keras_seed_model):
+    base, _ = keras_seed_model
+    net = GarbageNet(10)
+    apply_partial_freeze(net.backbone, SEED_TRAINABLE_LAYERS)
+    assert trainable_parameter_count(net.backbone) == _keras_count(base.trainable_weights)
+    total = sum(p.numel() for p in net.backbone.parameters())
+    assert total == _keras_count(base.trainable_weights) + _keras_count(
+        [w for w in base.non_trainable_weights if "moving" not in w.name])
+
+
+def test_head_parameter_counts_match_keras(keras_seed_model):
+    base, model = keras_seed_model
+    head_trainable = _keras_count(model.trainable_weights) - _keras_count(base.trainable_weights)
+    head_frozen = _keras_count(model.non_trainable_weights) - _keras_count(base.non_trainable_weights)
+    net = GarbageNet(10)
+    assert trainable_parameter_count(net.head) == head_trainable == 103_114
+    assert sum(b.numel() for b in net.head.buffers()) == head_frozen == 256
+
+
+def test_frozen_batchnorm_stays_frozen_after_training_step():
+    torch.manual_seed(0)
+    net = GarbageNet(10)
+    apply_partial_freeze(net.backbone, SEED_TRAINABLE_LAYERS)
+    net.train()
+    frozen_bn = net.backbone.bn1  # first stem BN: frozen by the seed's partial fine-tuning
+    trained_bn = net.backbone.bn2  # last BN: trainable
+    before = {k: v.clone() for k, v in {
+        "frozen_mean": frozen_bn.running_mean, "frozen_w": frozen_bn.weight,
+        "head_mean": net.head.bn.running_mean, "head_var": net.head.bn.running_var,
+        "trained_mean": trained_bn.running_mean}.items()}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    loss = net(torch.rand(4, 3, 64, 64)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    assert not frozen_bn.training and net.head.bn.weight.requires_grad is False
+    assert torch.equal(frozen_bn.running_mean, before["frozen_mean"])
+    assert torch.equal(frozen_bn.weight, before["frozen_w"])
+    assert torch.equal(net.head.bn.running_mean, before["head_mean"])
+    assert torch.equal(net.head.bn.running_var, before["head_var"])
+    # The trainable BN does update: the check above could fail.
+    assert not torch.equal(trained_bn.running_mean, before["trained_mean"])
+
+
+def test_l2_penalty_touches_only_the_128_unit_kernel():
+    module = GarbageClassifier(class_names=[str(i) for i in range(10)], image_size=64)
+    module.l2_penalty().backward()
+    with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == {"net.head.fc1.weight"}
+    w = module.net.head.fc1.weight
+    assert torch.allclose(w.grad, 2 * 1e-4 * w)
+    assert module.net.head.fc1.weight.shape == (128, 64)
+
+
+def test_class_weighted_loss_is_keras_mean_over_batch():
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 2, 2])
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    per_sample = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    keras = (per_sample * weights[target]).sum() / len(target)
+    ours = keras_weighted_cross_entropy(logits, target, weights)
+    assert torch.allclose(ours, keras)
+    # torch's own weighted mean divides by the weight sum: a different number.
+    assert not torch.allclose(torch.nn.functional.cross_entropy(logits, target, weight=weights), keras)
+
+
+def test_inference_graph_outputs_probabilities_from_unit_range_images():
+    net = GarbageNet(10).eval()
+    probs = Probabilities(net)(torch.rand(3, 3, 64, 64))
+    assert probs.shape == (3, 10)
+    assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+    assert (probs >= 0).all()
+
+
+def test_offline_pretrained_error_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="--model.weights PATH.*--model.pretrained false"):
+        GarbageNet(10, pretrained=True)
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    torch.manual_seed(1)
+    source = GarbageNet(10)
+    path = tmp_path / "backbone.pth"
+    torch.save(source.backbone.state_dict(), path)
+    loaded = GarbageNet(10, weights=str(path))
+    for (name, a), (_, b) in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().items()):
+        assert torch.equal(a, b), name
