@@ -1,0 +1,99 @@
+"""`lit-garbage-export` / `scripts/export_all.py`: one command, every format, verified.
+
+Exit status: 0 exported (and verified, unless --no-verify); 1 a verification threshold was broken
+(the export is in place with verify.md saying which); 2 the export could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+EPILOG = """examples:
+  # every format into runs/demo/export, verified on the run's test images
+  python scripts/export_all.py --ckpt runs/demo/model.ckpt
+
+  # only ONNX + TFLite, more calibration images, own output folder
+  python scripts/export_all.py --ckpt runs/demo/model.ckpt --formats onnx tflite int8 \\
+      --calib-images 200 --out dist/garbage
+
+  # dataset moved since training
+  python scripts/export_all.py --ckpt runs/demo/model.ckpt --data-root /data/garbage
+
+formats: onnx (model.onnx), saved_model (saved_model/), tflite (model_float32.tflite, model_float16.tflite),
+int8 (model_int8.tflite), tfjs (tfjs/model.json). A format brings in what it is built from
+(tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written.
+TFJS verification runs in Node: install Node 18+ and run `npm ci` in the project root.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lit_garbage.export.exporter import ALL_FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="lit-garbage-export",
+        description="Export a lit_garbage checkpoint to ONNX, TensorFlow SavedModel, TFLite (float32, float16, "
+                    "int8) and TensorFlow.js, then verify every file against the torch model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint of a scripts/fit.py run (e.g. RUN/model.ckpt)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/export); replaced atomically")
+    p.add_argument("--formats", nargs="+", choices=ALL_FORMATS, default=list(ALL_FORMATS), metavar="FORMAT",
+                   help=f"formats to export (default: all): {' '.join(ALL_FORMATS)}")
+    p.add_argument("--calib-images", type=int, default=100,
+                   help="training-split images used to calibrate int8 (default: 100)")
+    p.add_argument("--verify-images", type=int, default=64,
+                   help="test-split images run through every backend (default: 64)")
+    p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
+    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
+    p.add_argument("--manifest", default=None, help="split manifest (default: the run's split.csv)")
+    p.add_argument("--verbose", action="store_true", help="show the converters' own logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:  # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # SIGTERM unwinds like Ctrl-C, so the partial folder is removed and the old export stays.
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lit_garbage.backends import ModelFileError
+    from lit_garbage.export.exporter import ExportError, Exporter
+    from lit_garbage.export.tensorflow import ConversionError
+
+    try:
+        exporter = Exporter(args.ckpt, out=args.out, formats=args.formats, calib_images=args.calib_images,
+                            verify_images=args.verify_images, verify=not args.no_verify,
+                            data_root=args.data_root, manifest=args.manifest, verbose=args.verbose)
+        result = exporter.run()
+    except (ModelFileError, ExportError, ConversionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was replaced", file=sys.stderr)
+        return 130
+    if result.report is None:
+        print("verification skipped (--no-verify)")
+        return 0
+    print(result.report.to_markdown())
+    if not result.report.passed:
+        print(f"error: verification failed: {result.report.verdict()} (see {result.out}/verify.md)", file=sys.stderr)
+        return 1
+    for r in result.report.skipped:
+        print(f"warning: {r.name} was NOT verified: {r.message}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

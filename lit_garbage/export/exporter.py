@@ -1,0 +1,271 @@
+"""`Exporter`: a checkpoint -> every deployable format, verified, written atomically.
+
+    Exporter("runs/x/model.ckpt", out="runs/x/export").run()
+
+Everything is written into a hidden sibling folder (`.export.partial-<pid>`) and moved into place
+only when complete, so an interrupted export leaves the previous complete export untouched, and a
+re-run replaces it cleanly. Formats that build on another reuse it (TFLite and TFJS come from the
+SavedModel, the SavedModel from the ONNX file). Each step prints its wall time; a total at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lit_garbage.backends import TorchBackend, load_classifier
+from lit_garbage.export.metadata import METADATA_FILE, build_metadata, find_metadata, write_metadata
+from lit_garbage.export.samples import RunData, SampleError, run_data
+from lit_garbage.export.verify import VerifyReport, verify_export
+from lit_garbage.manifest import file_hash
+
+# User-facing format names -> the files they produce (metadata.FORMATS keys).
+FORMAT_FILES = {
+    "onnx": ("onnx",),
+    "saved_model": ("saved_model",),
+    "tflite": ("tflite_float32", "tflite_float16"),
+    "int8": ("tflite_int8",),
+    "tfjs": ("tfjs",),
+}
+ALL_FORMATS = tuple(FORMAT_FILES)
+REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
+            "tfjs": ("saved_model",)}
+MARKER = ".lit-garbage-export"  # identifies a folder this tool may replace
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made; the message says why and what to do."""
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    formats: list[str]
+    timings: dict[str, float]
+    report: VerifyReport | None
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or self.report.passed
+
+
+def resolve_formats(requested: Sequence[str] | None) -> list[str]:
+    """Requested formats plus what they build on, in build order."""
+    wanted = set(requested or ALL_FORMATS)
+    unknown = wanted - set(ALL_FORMATS)
+    if unknown:
+        raise ExportError(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_FORMATS)}")
+    todo = list(wanted)
+    while todo:
+        for dep in REQUIRES[todo.pop()]:
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return [f for f in ALL_FORMATS if f in wanted]
+
+
+def default_out(ckpt: Path) -> Path:
+    """`<run dir>/export` (a checkpoint in `<run>/checkpoints/` belongs to `<run>`)."""
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run / "export"
+
+
+class Exporter:
+    def __init__(self, ckpt: str | Path, out: str | Path | None = None, formats: Sequence[str] | None = None,
+                 calib_images: int = 100, verify_images: int = 64, verify: bool = True,
+                 data_root: str | Path | None = None, manifest: str | Path | None = None,
+                 verbose: bool = False, log: Callable[[str], None] = print) -> None:
+        if calib_images < 1:
+            raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
+        if verify_images < 1:
+            raise ExportError(f"--verify-images must be at least 1, got {verify_images}")
+        self.ckpt = Path(ckpt)
+        self.out = Path(out) if out is not None else default_out(self.ckpt)
+        self.formats = resolve_formats(formats)
+        self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
+        self.data_root, self.manifest = data_root, manifest
+        self.verbose, self.log = verbose, log
+        self.timings: dict[str, float] = {}
+        self.work: Path | None = None
+        self._data: RunData | None = None
+
+    # ------------------------------------------------------------ orchestration
+
+    def run(self) -> ExportResult:
+        start = time.perf_counter()
+        self.log(f"export {self.ckpt} -> {self.out}  formats: {', '.join(self.formats)}")
+        self._step("load checkpoint", self.load)
+        self._check_out()
+        self.work = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        shutil.rmtree(self.work, ignore_errors=True)
+        try:
+            self.work.mkdir(parents=True)
+            (self.work / MARKER).write_text("written by lit_garbage.export; safe to replace\n")
+            for fmt in self.formats:
+                self._step(fmt, getattr(self, f"export_{fmt}"))
+            self._step("metadata", self.write_metadata)
+            report = self._step("verify", self.run_verify) if self.verify else None
+            self._step("move into place", self._commit)
+        finally:
+            if self.work.exists():
+                shutil.rmtree(self.work, ignore_errors=True)
+        total = time.perf_counter() - start
+        self.timings["total"] = total
+        self.log(f"total {total:.1f} s -> {self.out}")
+        return ExportResult(self.out, self.formats, dict(self.timings), report)
+
+    def _step(self, name: str, fn: Callable):
+        t0 = time.perf_counter()
+        self.log(f"[{name}] ...")
+        result = fn()
+        self.timings[name] = time.perf_counter() - t0
+        self.log(f"[{name}] done in {self.timings[name]:.1f} s")
+        return result
+
+    def _check_out(self) -> None:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"output {out} exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+            raise ExportError(f"output folder {out} exists and is not a lit_garbage export; refusing to replace "
+                              "it (choose another --out or empty it)")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            probe = out.parent / f".{out.name}.write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ExportError(f"cannot write the export next to {out}: {err.strerror or err} "
+                              f"({err.filename or out.parent}); choose a writable --out") from None
+        # Partial folders of exports that died (kill -9, power loss): their process no longer exists.
+        for stale in out.parent.glob(f".{out.name}.partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _commit(self) -> None:
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.out, old)
+        os.replace(self.work, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------ steps
+
+    def load(self) -> None:
+        self.module, self.checkpoint = load_classifier(self.ckpt)
+        hp = self.module.hparams
+        self.class_names, self.image_size = list(hp.class_names), int(hp.image_size)
+        self.log(f"  {len(self.class_names)} classes, {self.image_size} px, backbone {hp.backbone}")
+
+    @property
+    def data(self) -> RunData:
+        if self._data is None:
+            try:
+                self._data = run_data(self.checkpoint, self.ckpt, self.data_root, self.manifest)
+            except SampleError as err:
+                raise ExportError(str(err)) from None
+        return self._data
+
+    def _images(self, split: str, count: int, size: int) -> tuple[np.ndarray, list]:
+        records = self.data.pick(split, count)
+        if not records:
+            raise ExportError(f"the {split} split of {self.data.manifest_path} has no images")
+        try:
+            return self.data.load(records, size), records
+        except SampleError as err:
+            raise ExportError(str(err)) from None
+
+    def export_onnx(self) -> None:
+        from lit_garbage.export.onnx import export_onnx
+
+        meta = {"class_names": self.class_names, "image_size": self.image_size, "input_layout": "NCHW",
+                "input_range": [0.0, 1.0], "normalisation_inside_model": self.module.normalisation,
+                "checkpoint_sha256": file_hash(self.ckpt), "producer": "lit_garbage.export"}
+        export_onnx(self.module.net, self.image_size, self.work / "model.onnx", meta)
+
+    def export_saved_model(self) -> None:
+        from lit_garbage.export.tensorflow import onnx_to_saved_model
+
+        # onnx2tf's own check data (normally downloaded): 20 real training images at 128 px, NHWC.
+        sample, _ = self._images("train", 20, 128)
+        files = onnx_to_saved_model(self.work / "model.onnx", self.work / "saved_model",
+                                    sample.transpose(0, 2, 3, 1), verbose=self.verbose)
+        for key in ("float32", "float16"):  # onnx2tf writes them inside the SavedModel folder
+            target = self.work / f"model_{key}.tflite"
+            if "tflite" in self.formats:
+                shutil.move(files[key], target)
+            else:
+                files[key].unlink()
+
+    def export_tflite(self) -> None:
+        """float32 / float16 TFLite come out of the SavedModel conversion; check they are there."""
+        for key in ("float32", "float16"):
+            if not (self.work / f"model_{key}.tflite").is_file():
+                raise ExportError(f"onnx2tf did not write model_{key}.tflite")
+
+    def export_int8(self) -> None:
+        from lit_garbage.export.tensorflow import quantize_int8
+
+        calib, records = self._images("train", self.calib_images, self.image_size)
+        self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
+                            "manifest": self.data.manifest_path.name}
+        self.log(f"  calibrating int8 on {len(records)} training images")
+        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib.transpose(0, 2, 3, 1))
+
+    def export_tfjs(self) -> None:
+        from lit_garbage.export.tfjs import saved_model_to_tfjs
+
+        saved_model_to_tfjs(self.work / "saved_model", self.work / "tfjs", verbose=self.verbose)
+
+    def write_metadata(self) -> None:
+        import json
+
+        results = None
+        for folder in (self.ckpt.parent, self.ckpt.parent.parent):
+            if (folder / "results.json").is_file():
+                results = json.loads((folder / "results.json").read_text())
+                results = {k: results.get(k) for k in ("epochs", "best_val_loss", "val_loss", "val_acc",
+                                                        "test_loss", "test_acc") if k in results}
+                break
+        try:
+            manifest_path = self.data.manifest_path
+            manifest_sha = file_hash(manifest_path)
+        except ExportError:
+            manifest_path = manifest_sha = None
+        files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
+        meta = build_metadata(
+            class_names=self.class_names, image_size=self.image_size, normalisation=self.module.normalisation,
+            formats=files, checkpoint=self.ckpt, checkpoint_sha256=file_hash(self.ckpt),
+            manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
+            calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone)
+        write_metadata(self.work, meta)
+
+    def run_verify(self) -> VerifyReport:
+        split = "test" if self.data.manifest.split("test") else "val"
+        images, records = self._images(split, self.verify_images, self.image_size)
+        reference = TorchBackend(self.ckpt, module=self.module)  # the module already loaded
+        files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
+        report = verify_export(self.work, reference, images, files,
+                               image_source=f"{split} split of {self.data.manifest_path.name}", log=self.log)
+        report.write(self.work)
+        return report
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

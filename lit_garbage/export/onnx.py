@@ -1,0 +1,71 @@
+"""torch -> ONNX: the first link of the export chain (onnx2tf reads this file).
+
+Exporter and opset, chosen for onnx2tf 1.28.8: torch's dynamo exporter (`dynamo=True`, the default of
+torch 2.14; it needs `onnxscript`) at opset 18, the opset it emits natively (no down-conversion pass) and
+one onnx2tf converts op for op for this network. `external_data=False` keeps weights inside the one
+`.onnx` file, which onnx2tf, onnxsim and onnxruntime all load without a side file. The batch axis is
+dynamic; height and width stay static (static shapes raise onnx2tf's success rate).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import onnx
+import torch
+
+from lit_garbage.model import GarbageNet, Probabilities
+
+OPSET = 18
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+
+
+def export_onnx(net: GarbageNet, image_size: int, path: str | Path,
+                metadata: Mapping[str, object] | None = None) -> Path:
+    """Write `Probabilities(net)` as one self-contained ONNX file and check it.
+
+    Input `images`: float32 [N, 3, H, W] RGB in [0, 1]; output `probabilities`: float32 [N, C].
+    `metadata` goes into the model's metadata_props (non-string values as JSON).
+    """
+    path = Path(path)
+    graph = Probabilities(net).eval()
+    example = torch.rand(2, 3, image_size, image_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"images": {0: batch}},
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    model = program.model_proto
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    model.doc_string = "lit_garbage GarbageNet: RGB [0, 1] NCHW images -> softmax probabilities"
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, object]:
+    """metadata_props of an ONNX file, JSON values decoded where they parse."""
+    model = onnx.load(str(path), load_external_data=False)
+    out: dict[str, object] = {}
+    for prop in model.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            out[prop.key] = prop.value
+    return out

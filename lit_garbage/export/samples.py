@@ -1,0 +1,75 @@
+"""Real images from a run's own split manifest: int8 calibration (train split) and verification (test split).
+
+Images go through the project's one preprocessing contract (`load_rgb` + `eval_transform`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lit_garbage.manifest import Manifest, Record
+from lit_garbage.transforms import eval_transform, load_rgb
+
+
+class SampleError(RuntimeError):
+    """The run's dataset or manifest cannot provide the images an export step needs."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    root: Path
+    manifest_path: Path
+    manifest: Manifest
+
+    def pick(self, split: str, count: int) -> list[Record]:
+        """Up to `count` records of a split, spread evenly over the classes, deterministic."""
+        by_class: dict[str, list[Record]] = defaultdict(list)
+        for r in sorted(self.manifest.split(split), key=lambda r: r.path):
+            by_class[r.label].append(r)
+        queues = [by_class[name] for name in self.manifest.class_names if by_class[name]]
+        picked: list[Record] = []
+        i = 0
+        while len(picked) < count and any(i < len(q) for q in queues):
+            picked.extend(q[i] for q in queues if i < len(q))
+            i += 1
+        return picked[:count]
+
+    def load(self, records: list[Record], image_size: int) -> np.ndarray:
+        """float32 NCHW [0, 1] images of `records`."""
+        tf = eval_transform(image_size)
+        out = np.empty((len(records), 3, image_size, image_size), dtype=np.float32)
+        for i, r in enumerate(records):
+            path = self.root / r.path
+            try:
+                out[i] = tf(load_rgb(path)).numpy()
+            except OSError as err:
+                raise SampleError(f"cannot read {path} (listed in {self.manifest_path}): {err}") from None
+        return out
+
+
+def run_data(checkpoint: Mapping[str, Any], ckpt_path: Path, data_root: str | Path | None = None,
+             manifest: str | Path | None = None) -> RunData:
+    """Dataset root + split manifest of the run that produced a checkpoint.
+
+    Taken from the checkpoint's datamodule hyper-parameters; `data_root` / `manifest` override them
+    (e.g. when the dataset moved). A relative manifest path is also looked up beside the checkpoint.
+    """
+    dm = checkpoint.get("datamodule_hyper_parameters") or {}
+    root = Path(data_root or dm.get("root") or "")
+    candidates = [Path(manifest)] if manifest else []
+    if dm.get("manifest"):
+        candidates.append(Path(dm["manifest"]))
+    candidates += [ckpt_path.parent / "split.csv", ckpt_path.parent.parent / "split.csv"]
+    manifest_path = next((p for p in candidates if p.is_file()), None)
+    if manifest_path is None:
+        raise SampleError(f"no split manifest for {ckpt_path} (looked at {', '.join(map(str, candidates))}); "
+                          "pass --manifest PATH (the run's split.csv)")
+    if not str(root) or not root.is_dir():
+        raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data-root PATH "
+                          "(the dataset the run was trained on)")
+    return RunData(root, manifest_path, Manifest.read(manifest_path))
