@@ -6,6 +6,7 @@ the backbone's own mean/std normalisation is part of the graph, as in the seed's
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,18 @@ from torchvision.ops import FrozenBatchNorm2d
 
 # Keras BatchNormalization's default epsilon; the seed's head uses it.
 KERAS_BN_EPS = 1e-3
+# Keras MobileNetV2 parity (`keras_compat`): TF "same" padding (asymmetric on stride-2 layers) and
+# Keras's BatchNorm epsilon. timm exposes both; the architecture itself is unchanged.
+KERAS_BACKBONE_KWARGS = {"pad_type": "same", "bn_eps": KERAS_BN_EPS}
+# Keras MobileNetV2 weights expect inputs in [-1, 1] (`mobilenet_v2.preprocess_input`): from the
+# [0, 1] input contract that is (x - 0.5) / 0.5.
+KERAS_MEAN = (0.5, 0.5, 0.5)
+KERAS_STD = (0.5, 0.5, 0.5)
+KERAS_WEIGHTS_PREFIX = "keras:"
+
+
+def is_keras_weights(weights: str | None) -> bool:
+    return weights is not None and str(weights).startswith(KERAS_WEIGHTS_PREFIX)
 
 
 class SeedHead(nn.Module):
@@ -58,14 +71,21 @@ class GarbageNet(nn.Module):
         dropout: float = 0.5,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        keras_compat: bool | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
+        self.keras_compat = resolve_keras_compat(keras_compat, weights)
+        self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights,
+                                        keras_compat=self.keras_compat)
         cfg = self.backbone.pretrained_cfg
-        mean = tuple(mean if mean is not None else cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
-        std = tuple(std if std is not None else cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+        default_mean = KERAS_MEAN if self.keras_compat else cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
+        default_std = KERAS_STD if self.keras_compat else cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
+        mean = tuple(mean if mean is not None else default_mean)
+        std = tuple(std if std is not None else default_std)
+        if len(mean) != 3 or len(std) != 3 or any(v <= 0 for v in std):
+            raise ValueError(f"mean/std need 3 values each (std > 0), got mean={mean} std={std}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.head = SeedHead(self.backbone.num_features, num_classes, dropout=dropout)
@@ -101,18 +121,57 @@ class Probabilities(nn.Module):
         return self.net.probabilities(images)
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | None = None) -> nn.Module:
-    """A timm model without classifier or pooling; `forward_features` gives the last feature map."""
+def resolve_keras_compat(keras_compat: bool | None, weights: str | None) -> bool:
+    """`None` (auto): on exactly when the backbone weights come from Keras (`keras:PATH`)."""
+    if keras_compat is None:
+        return is_keras_weights(weights)
+    if is_keras_weights(weights) and not keras_compat:
+        raise ValueError(f"weights '{weights}' are Keras weights: they need keras_compat true "
+                         "(TF 'same' padding, BatchNorm eps 1e-3); leave keras_compat unset or set it to true")
+    return bool(keras_compat)
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None,
+                    keras_compat: bool = False) -> nn.Module:
+    """A timm model without classifier or pooling; `forward_features` gives the last feature map.
+
+    `keras_compat` builds it with TF "same" padding and BatchNorm eps 1e-3, which reproduces Keras
+    MobileNetV2 exactly; `weights="keras:PATH"` loads the backbone of a Keras MobileNetV2 file
+    (.keras / .h5 / SavedModel, see `lit_garbage.keras_import`) and needs it.
+    """
+    extra = KERAS_BACKBONE_KWARGS if keras_compat else {}
+    if is_keras_weights(weights):
+        if not keras_compat:
+            raise ValueError("Keras backbone weights need keras_compat=True")
+        if pretrained:
+            warnings.warn("pretrained=True is ignored: the backbone weights come from the Keras file", stacklevel=2)
+        from lit_garbage.keras_import import load_keras_backbone_into
+
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **extra)
+        load_keras_backbone_into(model, str(weights)[len(KERAS_WEIGHTS_PREFIX):])
+        return model
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"backbone weights file not found: {path}")
-        # timm's own loader: accepts a plain state dict or a checkpoint with 'state_dict'/'model'.
-        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-        timm.models.load_checkpoint(model, str(path), strict=False)
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **extra)
+        # timm's loader unwraps 'state_dict' / 'model' entries; a checkpoint of this project keeps the
+        # backbone under 'net.backbone.'. A full timm model file also holds a classifier: ignored.
+        state = timm.models.load_state_dict(str(path))
+        for prefix in ("net.backbone.", "backbone."):
+            if any(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                break
+        missing, _ = model.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"{path} does not hold '{name}' backbone weights: {len(missing)} tensors are missing "
+                             f"(e.g. {', '.join(missing[:3])})")
         return model
+    if pretrained and keras_compat:
+        warnings.warn("timm's ImageNet weights were trained with timm's padding and BatchNorm eps; "
+                      "keras_compat changes both, so their outputs shift slightly", stacklevel=2)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **extra)
     except RuntimeError as err:
         raise _offline_error(name, err) from err
     except OSError as err:  # huggingface_hub / urllib network failures
@@ -123,7 +182,8 @@ def _offline_error(name: str, err: Exception) -> RuntimeError:
     return RuntimeError(
         f"could not load pretrained weights for '{name}' ({type(err).__name__}: {err}). "
         "Without network access, either point at a local file with "
-        "`--model.weights PATH` (a timm/torch state dict), or train from scratch with "
+        "`--model.weights PATH` (a timm/torch state dict) or `--model.weights keras:PATH` (a Keras "
+        "MobileNetV2 file), or train from scratch with "
         "`--model.pretrained false`."
     )
 

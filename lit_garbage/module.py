@@ -39,6 +39,9 @@ class GarbageClassifier(pl.LightningModule):
         dropout: float = 0.5,
         lr: float = 5e-4,
         l2: float = 1e-4,
+        keras_compat: bool | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -50,10 +53,15 @@ class GarbageClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = GarbageNet(len(self.class_names), backbone=backbone, pretrained=pretrained,
-                              weights=weights, dropout=dropout)
-        # Pretrained weights are only needed once: a checkpoint already holds them.
+                              weights=weights, dropout=dropout, keras_compat=keras_compat, mean=mean, std=std)
+        # Pretrained weights are only needed once: a checkpoint already holds them. What they implied
+        # (Keras padding / BN eps, input normalisation) is recorded explicitly instead.
         self.hparams.pretrained = False
         self.hparams.weights = None
+        self.hparams.keras_compat = self.net.keras_compat
+        if self.net.keras_compat:
+            self.hparams.mean = self.net.mean.flatten().tolist()
+            self.hparams.std = self.net.std.flatten().tolist()
         cw = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         if cw is not None and cw.numel() != len(self.class_names):
             raise ValueError(f"{cw.numel()} class weights for {len(self.class_names)} classes")

@@ -121,3 +121,19 @@ def test_local_weights_file_is_loaded(tmp_path):
     loaded = GarbageNet(10, weights=str(path))
     for (name, a), (_, b) in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_weights_file_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="does not hold 'mobilenetv2_100' backbone weights"):
+        GarbageNet(10, weights=str(path))
+
+
+def test_backbone_weights_load_from_a_project_checkpoint(tmp_path):
+    torch.manual_seed(2)
+    source = GarbageClassifier(class_names=[str(i) for i in range(10)], image_size=64)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    loaded = GarbageNet(10, weights=str(path))
+    assert torch.equal(loaded.backbone.conv_stem.weight, source.net.backbone.conv_stem.weight)
