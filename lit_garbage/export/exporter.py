@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lit_garbage.backends import TorchBackend, load_classifier
-from lit_garbage.export.metadata import METADATA_FILE, build_metadata, find_metadata, write_metadata
+from lit_garbage.export.metadata import build_metadata, write_metadata
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.manifest import file_hash

@@ -1,0 +1,8 @@
+"""Serve the browser demo for an export: `python scripts/serve_demo.py --export DIR` (see --help)."""
+
+import sys
+
+from lit_garbage.serve_demo import main
+
+if __name__ == "__main__":
+    sys.exit(main())

