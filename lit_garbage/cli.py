@@ -3,14 +3,22 @@
 A run directory holds everything about a run: `config.yaml` (the fully resolved config, so
 `fit.py --config <run>/config.yaml` reproduces it), `split.csv` (the split manifest), `metrics.csv`
 and TensorBoard events, `checkpoints/` (best and last), `model.ckpt` (the best weights, restored at
-the end as Keras's `restore_best_weights` does) and `results.json`.
+the end as Keras's `restore_best_weights` does) and `results.json`; the dataset scan's reports
+`skipped.csv` and `duplicates.csv` sit beside `split.csv`.
+
+Reliability: config values are checked before anything is built (`config_checks`); checkpoints are
+written atomically and carry the random generators' states, so `--resume true` after a kill continues
+exactly where the last checkpoint left off; a run that fails before saving any checkpoint removes
+the run directory it created, so no half-made run is left behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
@@ -18,8 +26,16 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from lit_garbage.callbacks import FreezeBackbone, RestoreBestWeights
+from lit_garbage.callbacks import (
+    AtomicCheckpointIO,
+    FreezeBackbone,
+    RestoreBestWeights,
+    RngState,
+    remove_stale_temporaries,
+)
+from lit_garbage.config_checks import ConfigError, check_config
 from lit_garbage.datamodule import GarbageDataModule
+from lit_garbage.manifest import DatasetError
 from lit_garbage.module import GarbageClassifier
 
 # Lightning's DDP launcher re-runs this script for the other local ranks; they inherit the
@@ -31,6 +47,23 @@ RESULTS_FILE = "results.json"
 
 def _is_launcher_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+# The run directory this process chose, and whether it existed before: `main` removes a directory
+# it created when the run fails before any checkpoint was written (nothing there to resume).
+_RUN: dict = {}
+
+
+def check_resumable(path: Path) -> None:
+    """A checkpoint `--resume` can load: a complete torch zip archive (CRCs checked), or a clear error."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        bad = str(err)
+    if bad:
+        raise SystemExit(f"error: --resume: {path} is damaged ({bad}). Delete it to resume from the best "
+                         f"checkpoint in {path.parent} (copy it to last.ckpt), or start a new --run_dir.")
 
 
 class GarbageCLI(LightningCLI):
@@ -56,16 +89,28 @@ class GarbageCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
-        run_dir = Path(cfg.run_dir or os.environ.get(RUN_DIR_ENV) or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+        try:
+            check_config(cfg)  # impossible values: refused before anything is scanned or written
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        # Only processes started by a DDP launcher (rank > 0) inherit rank 0's run directory.
+        launched_child = not _is_launcher_rank_zero()
+        inherited = os.environ.get(RUN_DIR_ENV) if launched_child else None
+        run_dir = Path(cfg.run_dir or inherited or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
         last = run_dir / "checkpoints" / "last.ckpt"
+        if not launched_child:
+            _RUN.update(run_dir=run_dir, existed=run_dir.exists())
         if cfg.resume:
             if not last.is_file():
                 raise SystemExit(f"error: --resume: no checkpoint at {last}; pass the --run_dir of an existing run.")
+            if not launched_child:
+                remove_stale_temporaries(last.parent)
+                check_resumable(last)
             self.ckpt_path = str(last)
         else:
             self.ckpt_path = None
-            started_here = os.environ.get(RUN_DIR_ENV) is None and _is_launcher_rank_zero()
-            if started_here and (last.exists() or (run_dir / MODEL_FILE).exists()):
+            if not launched_child and (last.exists() or (run_dir / MODEL_FILE).exists()):
                 raise SystemExit(f"error: {run_dir} already holds a run; pass --resume true to continue it "
                                  "or choose another --run_dir.")
         os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -81,6 +126,8 @@ class GarbageCLI(LightningCLI):
             kwargs["logger"] = [CSVLogger(self.run_dir, name="", version=""),
                                 TensorBoardLogger(self.run_dir, name="", version="")]
         kwargs.setdefault("callbacks", [])
+        if not self.config_init.trainer.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -116,17 +163,36 @@ def run_fit(cli: GarbageCLI) -> dict:
     return results
 
 
+def _remove_unfinished_run_dir() -> None:
+    run_dir, existed = _RUN.get("run_dir"), _RUN.get("existed", True)
+    if run_dir is None or existed or not run_dir.is_dir():
+        return
+    if any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / MODEL_FILE).exists():
+        return  # something to resume from or to look at: keep it
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def main(args: list[str] | None = None) -> dict | None:
-    cli = GarbageCLI(
-        GarbageClassifier,
-        GarbageDataModule,
-        run=False,
-        trainer_defaults={"callbacks": [RestoreBestWeights()]},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )
-    return run_fit(cli)
+    """Run `fit.py`. Called with `args` (tests, scripts) dataset errors raise `DatasetError`; from the
+    command line they end the process with the message alone (exit status 1), no stack trace."""
+    _RUN.clear()
+    try:
+        cli = GarbageCLI(
+            GarbageClassifier,
+            GarbageDataModule,
+            run=False,
+            trainer_defaults={"callbacks": [RestoreBestWeights(), RngState()]},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+        return run_fit(cli)
+    except BaseException as err:
+        if not isinstance(err, SystemExit) or err.code not in (0, None):
+            _remove_unfinished_run_dir()
+        if args is None and isinstance(err, DatasetError):
+            raise SystemExit(f"error: {err}") from None
+        raise
 
 
 if __name__ == "__main__":

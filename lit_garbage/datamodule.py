@@ -3,33 +3,109 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from lit_garbage.manifest import SPLITS, Manifest, Record, load_or_build_manifest
+from lit_garbage.manifest import (
+    SPLITS,
+    Manifest,
+    Record,
+    check_fractions,
+    load_or_build_manifest,
+)
 from lit_garbage.transforms import Augment, eval_transform, load_rgb, train_transform
 
 
+class UnreadableImagesError(RuntimeError):
+    """Too many files listed in the manifest can no longer be read: the dataset changed under the run."""
+
+
 class ManifestDataset(Dataset):
-    """(image tensor, class index) for the records of one split."""
+    """(image tensor, class index) for the records of one split.
+
+    Every record was decoded once by the scan. A file that became unreadable since (deleted,
+    overwritten, disk error) does not kill the DataLoader worker mid-epoch: it is reported once
+    (a warning naming the file) and replaced by the next readable image *of the same class* in the
+    split, so batch shapes and class balance hold. If more than `max_unreadable` files (default:
+    1 % of the split, at least 5) fail in one process, the dataset has changed too much to continue
+    silently and `UnreadableImagesError` stops the run with a clear message (resume after fixing it).
+    """
 
     def __init__(self, root: str | Path, records: Sequence[Record], class_names: Sequence[str],
-                 transform: Callable) -> None:
+                 transform: Callable, max_unreadable: int | None = None) -> None:
         self.root = Path(root)
         self.records = list(records)
         self.class_to_idx = {name: i for i, name in enumerate(class_names)}
         self.transform = transform
+        self.max_unreadable = max(5, len(self.records) // 100) if max_unreadable is None else max_unreadable
+        self.unreadable: dict[str, str] = {}  # path -> reason, per process (each worker has its own)
+        self._by_label: dict[str, list[int]] = {}
+        for i, r in enumerate(self.records):
+            self._by_label.setdefault(r.label, []).append(i)
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def _load(self, i: int):
+        r = self.records[i]
+        if r.path in self.unreadable:
+            return None
+        try:
+            return load_rgb(self.root / r.path)
+        except Exception as err:  # noqa: BLE001 - any decoder failure of one file must not end the epoch
+            self.unreadable[r.path] = f"{type(err).__name__}: {err}"
+            warnings.warn(f"cannot read {self.root / r.path} any more ({err}); it was readable when the "
+                          "dataset was scanned. Using another image of the same class in its place. "
+                          "Restore the file, or start a new run to re-scan the dataset.", stacklevel=2)
+            if len(self.unreadable) > self.max_unreadable:
+                raise UnreadableImagesError(
+                    f"{len(self.unreadable)} images listed in the split manifest can no longer be read under "
+                    f"{self.root} (e.g. {', '.join(list(self.unreadable)[:3])}): the dataset changed after the "
+                    "scan. Restore the files and continue with --resume true, or start a new run directory "
+                    "to re-scan the dataset.") from None
+            return None
+
     def __getitem__(self, i: int):
         r = self.records[i]
-        return self.transform(load_rgb(self.root / r.path)), self.class_to_idx[r.label]
+        image = self._load(i)
+        if image is None:
+            same = self._by_label[r.label]
+            start = same.index(i)
+            for j in same[start + 1:] + same[:start]:
+                image = self._load(j)
+                if image is not None:
+                    break
+            else:
+                raise UnreadableImagesError(f"no image of class {r.label!r} under {self.root} can be read any "
+                                            "more; restore the files or re-scan the dataset in a new run.")
+        return self.transform(image), self.class_to_idx[r.label]
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A random order that depends only on (seed, epoch), not on the global random generator.
+
+    So a run resumed at epoch k sees the same batches as an uninterrupted one. Lightning calls
+    `set_epoch` before every epoch; in DDP it swaps this (a RandomSampler) for its DistributedSampler,
+    which is seeded per epoch in the same way.
+    """
+
+    def __init__(self, data_source, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()
 
 
 class GarbageDataModule(pl.LightningDataModule):
@@ -45,6 +121,10 @@ class GarbageDataModule(pl.LightningDataModule):
         split: train/val/test fractions (stratified).
         split_seed: seed of the stratified split.
         augment: train-time augmentation (the seed's ImageDataGenerator settings).
+        dedupe: keep one image per duplicate group (exact or near) before splitting. Without it,
+            every duplicate group still lands in a single split, so no test image has a twin in train.
+        near_duplicate_distance: perceptual-hash distance (bits of 64) at or below which two images
+            are near duplicates (resized / re-encoded copies are 0-2 apart); null: exact duplicates only.
     """
 
     def __init__(
@@ -57,6 +137,8 @@ class GarbageDataModule(pl.LightningDataModule):
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
         split_seed: int = 42,
         augment: Augment = Augment(),
+        dedupe: bool = False,
+        near_duplicate_distance: int | None = 4,
     ) -> None:
         super().__init__()
         if image_size < 32:
@@ -65,6 +147,9 @@ class GarbageDataModule(pl.LightningDataModule):
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if near_duplicate_distance is not None and not 0 <= near_duplicate_distance <= 32:
+            raise ValueError(f"data.near_duplicate_distance must be in [0, 32] or null, got {near_duplicate_distance}")
+        check_fractions(split)
         self.save_hyperparameters()
         self.root = Path(root)
         self.manifest_path = manifest
@@ -74,10 +159,15 @@ class GarbageDataModule(pl.LightningDataModule):
         self.split = tuple(split)
         self.split_seed = split_seed
         self.augment = augment
+        self.dedupe = dedupe
+        # fit.py seeds (seed_everything) before building this; the loaders' own generators start here.
+        self.loader_seed = torch.initial_seed() % 2**31
+        self.near_duplicate_distance = near_duplicate_distance
 
     @functools.cached_property
     def manifest(self) -> Manifest:
-        return load_or_build_manifest(self.root, self.manifest_path, self.split, self.split_seed)
+        return load_or_build_manifest(self.root, self.manifest_path, self.split, self.split_seed, dedupe=self.dedupe,
+                                      near_duplicate_distance=self.near_duplicate_distance, verbose=True)
 
     @property
     def class_names(self) -> list[str]:
@@ -95,13 +185,16 @@ class GarbageDataModule(pl.LightningDataModule):
         return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(dataset, self.loader_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # Own generator: creating an iterator (workers' base seed) leaves the global one alone.
+            generator=torch.Generator().manual_seed(self.loader_seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -92,8 +92,9 @@ def _metadata_dir(model_path: Path) -> Path | None:
 
 
 def _folder_manifest(root: Path) -> Manifest:
-    class_names, samples = scan_image_folder(root)
-    records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, 0, "") for p, label in samples)
+    class_names, samples, _skipped = scan_image_folder(root)  # unreadable files are left out
+    records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, probe.bytes, probe.sha256)
+                    for p, label, probe in samples)
     return Manifest(tuple(class_names), records)
 
 

@@ -77,12 +77,7 @@ def save_grid(panels: Sequence[Panel], path: str | Path, title: str | None = Non
         if p.caption:
             text += f"\n{_shorten(p.caption, 34)}"
         ax.set_title(text, fontsize=9, color=colour)
-    _layout(fig, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def confusion_size_px(num_classes: int) -> tuple[int, int]:
@@ -119,6 +114,10 @@ def save_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | P
                 ax.text(j, i, format(int(value) if fmt == "d" else value, fmt), ha="center", va="center",
                         fontsize=fontsize, color="white" if value > threshold else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save(plt, fig, path, title)
+
+
+def _save(plt, fig, path: str | Path, title: str | None) -> Path:
     _layout(fig, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,18 +14,42 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
+# Images larger than this (longest side, pixels) are decoded at a reduced scale: JPEGs through the
+# decoder's DCT scaling (`draft`, 1/2 .. 1/8, never below this size), others by an integer `reduce`.
+# Models see at most a few hundred pixels, so nothing is lost, and an 8000x6000 photo costs
+# ~4x less memory and time. PIL's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on.
+MAX_DECODE_SIDE = 2048
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white."""
+    """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white,
+    16-bit samples scaled (65535 -> 255), CMYK / palette / greyscale converted, huge images reduced.
+
+    Raises the decoder's own error (OSError, ValueError, Image.DecompressionBombError, ...) for a
+    file that cannot be read; the dataset scan (`lit_garbage.manifest`) turns those into skipped.csv rows.
+    """
     with Image.open(path) as im:
+        longest = max(im.size)
+        if longest > MAX_DECODE_SIDE and im.format == "JPEG":
+            im.draft(None, (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
+        im.load()
+        if max(im.size) > MAX_DECODE_SIDE:
+            factor = max(im.size) // MAX_DECODE_SIDE
+            if factor > 1:
+                im = im.reduce(factor) if im.mode not in ("P", "1") else im.convert("RGBA").reduce(factor)
         im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
+        if im.mode in _SIXTEEN_BIT or im.mode in ("I", "F"):
+            # 16-bit greyscale: a fixed 65535 -> 255 scale (not a per-image stretch, which would
+            # brighten a dark photo). 32-bit int / float data beyond 16 bits is scaled by its maximum.
             arr = np.asarray(im, dtype=np.float64)
-            im = Image.fromarray((arr * (255.0 / max(arr.max(), 1.0))).round().astype(np.uint8), "L")
-        if im.mode == "P":
+            top = 65535.0 if (im.mode in _SIXTEEN_BIT or 255 < arr.max() <= 65535) else max(arr.max(), 255.0)
+            if im.mode == "F" and arr.max() <= 1.0:
+                top = 1.0
+            im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+        if im.mode in ("P", "PA"):
             im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA"):
+        if im.mode in ("RGBA", "LA", "La", "RGBa"):
             background = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(background, im.convert("RGBA"))
         return im.convert("RGB")

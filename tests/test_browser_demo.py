@@ -149,12 +149,13 @@ def test_page_top3_matches_torch_on_real_photos_and_keeps_a_screenshot(tiny_expo
             assert abs(shown - probs[j]) <= 1e-3, (photo.name, label, shown, probs[j])
             assert abs(exact - probs[j]) <= 1e-4, (photo.name, label, exact, probs[j])
 
-    # A full-size photo: the page's own resize (canvas, not PIL's antialias), so only a loose check.
+    # A full-size photo goes through the page's own resize (canvas, not PIL's antialias): the pixels
+    # differ slightly, so the probabilities may move, but the decision must be torch's.
     big = sorted((real_smoke / "biological").glob("*.jpg"))[0]
     rows = _feed(browser, big)
     probs = torch_model.predict(transform(load_rgb(big)).numpy()[None])[0]
     assert len(rows) == 3 and sum(r[2] for r in rows) <= 1 + 1e-5
-    assert abs(rows[0][2] - probs[CLASSES.index(rows[0][0].lower())]) < 0.1
+    assert rows[0][0].lower() == CLASSES[int(np.argmax(probs))], (big.name, rows, probs)
 
     shot = tmp_path / "browser_demo.png"
     assert browser.save_screenshot(str(shot))
