@@ -15,19 +15,11 @@ SEED_TRAINABLE_LAYERS = 21  # configs/seed.yaml
 
 @pytest.fixture(scope="module")
 def keras_seed_model():
-    """The seed's Keras model (weights=None), built the way the seed builds it."""
-    tf = pytest.importorskip("tensorflow")
-    keras = tf.keras
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3))
-    for layer in base.layers[:-30]:
-        layer.trainable = False
-    x = keras.layers.SeparableConv2D(64, 3, padding="same", activation="relu")(base.output)
-    x = keras.layers.BatchNormalization(trainable=False)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4))(x)
-    x = keras.layers.Dropout(0.5)(x)
-    out = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
-    return base, keras.Model(base.input, out)
+    """The seed's Keras model (weights=None), built by the project's one Keras rebuild of the recipe."""
+    pytest.importorskip("tf_keras")
+    from lit_garbage.keras_recipe import build_seed_model
+
+    return build_seed_model(num_classes=10, image_size=224, weights=None, compile=False)
 
 
 def _keras_count(weights) -> int:
