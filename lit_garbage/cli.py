@@ -123,7 +123,7 @@ class GarbageCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         if self.config_init.trainer.get("logger") in (None, True):
-            kwargs["logger"] = [CSVLogger(self.run_dir, name="", version=""),
+            kwargs["logger"] = [CSVLogger(self.run_dir, name="", version="", flush_logs_every_n_steps=10),
                                 TensorBoardLogger(self.run_dir, name="", version="")]
         kwargs.setdefault("callbacks", [])
         if not self.config_init.trainer.get("plugins"):

@@ -127,9 +127,15 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
             for folder in (export_dir, export_dir.parent):
                 if name:
                     candidates.append(folder / name)
+            if (meta.get("split_manifest") or {}).get("path"):
+                candidates.append(Path(meta["split_manifest"]["path"]))
             ckpt_name = (meta.get("checkpoint") or {}).get("file")
+            ckpt_path = (meta.get("checkpoint") or {}).get("path")
             if ckpt_name:
-                for folder in (export_dir.parent, export_dir, export_dir.parent / "checkpoints"):
+                folders = (export_dir.parent, export_dir, export_dir.parent / "checkpoints")
+                if ckpt_path:
+                    folders = (Path(ckpt_path).parent, *folders)
+                for folder in folders:
                     if (folder / ckpt_name).is_file():
                         dm = _checkpoint_info(folder / ckpt_name).get("datamodule_hyper_parameters") or {}
                         if dm.get("manifest"):

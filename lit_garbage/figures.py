@@ -16,7 +16,7 @@ from PIL import Image
 
 DPI = 100
 GRID_COLUMNS = 4
-GRID_CELL_IN = (3.0, 3.4)  # width, height per panel in inches (the title sits above the image)
+GRID_CELL_IN = (3.0, 3.9)  # width, height per panel in inches (up to three title lines sit above the image)
 MAX_GRID = 12
 CM_PANEL_IN = 0.55  # inches per class in each confusion-matrix panel
 

@@ -72,8 +72,10 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
                    "meaning": "softmax class probabilities in class_names order"},
         "formats": {fmt: {"path": FORMATS[fmt]["file"], "input": input_spec(fmt, image_size)}
                     for fmt in formats if fmt in FORMATS},
-        "checkpoint": {"file": checkpoint.name, "sha256": checkpoint_sha256},
-        "split_manifest": {"file": manifest.name if manifest else None, "sha256": manifest_sha256},
+        # Absolute paths too, so an export moved away from its run still finds the run's split.
+        "checkpoint": {"file": checkpoint.name, "path": str(Path(checkpoint).resolve()), "sha256": checkpoint_sha256},
+        "split_manifest": {"file": manifest.name if manifest else None,
+                           "path": str(Path(manifest).resolve()) if manifest else None, "sha256": manifest_sha256},
         "training_metrics": dict(training) if training is not None else None,
         "int8_calibration": dict(calibration) if calibration is not None else None,
         "versions": package_versions(),
