@@ -131,8 +131,16 @@ def test_export_without_its_run_needs_data_and_then_evaluates_the_whole_folder(t
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(tiny_export["out"] / "model_float32.tflite", lone)
-    shutil.copy(tiny_export["out"] / "metadata.json", lone)
+    meta = json.loads((tiny_export["out"] / "metadata.json").read_text())
     model = lone / "model_float32.tflite"
+    # While its run exists, a moved export still finds the run's split through its metadata.
+    (lone / "metadata.json").write_text(json.dumps(meta))
+    assert ev.main(["--model", str(model), "--out", str(tmp_path / "c")]) == 0
+    assert "test" in {s["split"] for s in json.loads((tmp_path / "c" / "metrics.json").read_text())["splits"]}
+    # Once the run is gone (its recorded paths lead nowhere), the data has to be named.
+    meta["checkpoint"]["path"] = str(tmp_path / "deleted" / "model.ckpt")
+    meta["split_manifest"]["path"] = str(tmp_path / "deleted" / "split.csv")
+    (lone / "metadata.json").write_text(json.dumps(meta))
     assert ev.main(["--model", str(model), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "no split manifest" in err and "--data ROOT" in err and "Traceback" not in err
@@ -270,7 +278,7 @@ def test_grid_is_a_seeded_sample_of_at_most_12_images(tiny_export, tmp_path, cap
         paths[name] = tmp_path / f"{name}.png"
         assert pr.main(["--model", model, folder, "--grid", str(paths[name]), "--seed", str(seed), "--quiet"]) == 0
     a, b, c = (_png(paths[k]) for k in "abc")
-    assert (a.shape[1], a.shape[0]) == grid_size_px(12) == (1200, 1020)
+    assert (a.shape[1], a.shape[0]) == grid_size_px(12) == (1200, 1170)
     assert np.array_equal(a, b), "same seed, same grid"
     assert not np.array_equal(a, c), "another seed, another sample"
     # no images given: the seed's figure from the run's own test split, with the true labels
