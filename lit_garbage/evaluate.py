@@ -82,15 +82,6 @@ def _checkpoint_info(path: Path) -> dict[str, Any]:
     return ckpt if isinstance(ckpt, dict) else {}
 
 
-def _metadata_dir(model_path: Path) -> Path | None:
-    path = model_path.resolve()
-    start = path if path.is_dir() else path.parent
-    for folder in (start, start.parent):
-        if (folder / "metadata.json").is_file():
-            return folder
-    return None
-
-
 def _folder_manifest(root: Path) -> Manifest:
     class_names, samples, _skipped = scan_image_folder(root)  # unreadable files are left out
     records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, probe.bytes, probe.sha256)
@@ -101,7 +92,7 @@ def _folder_manifest(root: Path) -> Manifest:
 def resolve_data(backend, model_path: str | Path, data_root: str | Path | None = None,
                  manifest: str | Path | None = None, whole_folder: bool = False) -> RunDataset:
     """Dataset root + split manifest for a loaded model (see the module docstring for the search order)."""
-    from lit_garbage.export.metadata import find_metadata
+    from lit_garbage.export.metadata import locate_metadata
 
     model_path = Path(model_path)
     warnings: list[str] = []
@@ -118,8 +109,7 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
             candidates.append(Path(dm["manifest"]))
         candidates += [model_path.parent / "split.csv", model_path.parent.parent / "split.csv"]
     else:
-        meta = find_metadata(model_path) or {}
-        export_dir = _metadata_dir(model_path)
+        meta, export_dir = locate_metadata(model_path) or ({}, None)
         if export_dir is not None:
             run_dir = export_dir.parent
             name = (meta.get("split_manifest") or {}).get("file")

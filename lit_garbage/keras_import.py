@@ -524,8 +524,9 @@ def _check_images(folder: str | None, size: int) -> torch.Tensor:
         return torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0))
     from lit_garbage.transforms import eval_transform, load_rgb
 
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts)[:16]
+    from lit_garbage.manifest import IMAGE_EXTENSIONS
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:16]
     if not files:
         raise SystemExit(f"error: no images under {folder}")
     tf = eval_transform(size)

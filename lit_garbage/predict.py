@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+from lit_garbage.manifest import IMAGE_EXTENSIONS  # the extensions training reads: one list
+
 DEFAULT_BATCH = 64
 
 EPILOG = """examples:

@@ -90,6 +90,12 @@ def write_metadata(folder: str | Path, metadata: Mapping[str, Any]) -> None:
 
 def find_metadata(model_path: str | Path) -> dict[str, Any] | None:
     """The export's metadata.json for a model file or folder inside an export (None if there is none)."""
+    found = locate_metadata(model_path)
+    return found[0] if found else None
+
+
+def locate_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """(metadata, export folder) for a model file or folder inside an export (None if there is none)."""
     path = Path(model_path).resolve()
     start = path if path.is_dir() else path.parent
     for folder in (start, start.parent):  # model files sit in the export folder, tfjs/ and saved_model/ one below
@@ -100,5 +106,5 @@ def find_metadata(model_path: str | Path) -> dict[str, Any] | None:
             except (OSError, json.JSONDecodeError):
                 continue
             if isinstance(meta, dict) and "class_names" in meta:
-                return meta
+                return meta, folder
     return None
