@@ -48,7 +48,9 @@ def apply_partial_freeze(backbone: torch.nn.Module, trainable_layers: int | None
     if trainable_layers > len(layers):
         raise ValueError(f"freeze.trainable_layers={trainable_layers} but the backbone has {len(layers)} weighted layers")
     cut = len(layers) - trainable_layers
-    BaseFinetuning.freeze(layers[:cut], train_bn=False)
+    # The whole backbone, so layers `forward_features` never runs (MobileNetV3 `conv_head`, ConvNeXt
+    # `head.norm`: not in `layers`) are frozen too; for MobileNetV2 this is exactly `layers[:cut]`.
+    BaseFinetuning.freeze(backbone, train_bn=False)
     BaseFinetuning.make_trainable(layers[cut:])
 
 

@@ -193,14 +193,45 @@ def trainable_parameter_count(module: nn.Module) -> int:
 
 
 def weighted_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf layers that hold parameters (convolutions, batch norms, linears), in definition order.
+    """Layers that hold parameters themselves (convolutions, norms, linears, ConvNeXt's layer-scale
+    blocks), in definition order, leaving out layers `forward_features` never runs.
 
     timm defines MobileNetV2's modules in execution order, so the last N entries are the last N
     weighted layers of the network, which is how Keras-style "last N layers" partial fine-tuning
-    maps onto timm (see `callbacks.FreezeBackbone`).
+    maps onto timm (see `callbacks.FreezeBackbone`). Some timm models keep head layers even without a
+    classifier (MobileNetV3 `conv_head`, ConvNeXt `head.norm`): only `forward_head` runs them, so they
+    are not part of GarbageNet and must not take one of the N places. (MobileNetV2 has none.)
     """
-    return [
+    layers = [
         (name, m)
         for name, m in module.named_modules()
         if any(True for _ in m.parameters(recurse=False))
     ]
+    ran = modules_run_by_forward_features(module)
+    return layers if ran is None else [(name, m) for name, m in layers if m in ran]
+
+
+def modules_run_by_forward_features(module: nn.Module) -> set[nn.Module] | None:
+    """The submodules one `forward_features` call runs (None: not a timm-style feature extractor).
+
+    One no-grad pass on a zero image of the model's default input size, in eval mode; every module's
+    train/eval flag is put back afterwards.
+    """
+    cfg = getattr(module, "pretrained_cfg", None)
+    first = next(module.parameters(), None)
+    if not callable(getattr(module, "forward_features", None)) or not cfg or first is None:
+        return None
+    ran: set[nn.Module] = set()
+    modes = {m: m.training for m in module.modules()}
+    hooks = [m.register_forward_pre_hook(lambda mod, _args: ran.add(mod)) for m in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            module.forward_features(torch.zeros(1, *cfg.get("input_size", (3, 224, 224)),
+                                                dtype=first.dtype, device=first.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, training in modes.items():
+            m.training = training
+    return ran

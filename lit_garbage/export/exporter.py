@@ -194,12 +194,17 @@ class Exporter:
         export_onnx(self.module.net, self.image_size, self.work / "model.onnx", meta)
 
     def export_saved_model(self) -> None:
-        from lit_garbage.export.tensorflow import onnx_to_saved_model
+        from lit_garbage.export.tensorflow import onnx2tf_options, onnx_to_saved_model
 
+        # Extra onnx2tf options some backbones' ops need (none for MobileNetV2), chosen from the graph.
+        self.onnx2tf_options = onnx2tf_options(self.work / "model.onnx")
+        if self.onnx2tf_options:
+            self.log(f"  onnx2tf options for this graph: {self.onnx2tf_options}")
         # onnx2tf's own check data (normally downloaded): 20 real training images at 128 px, NHWC.
         sample, _ = self._images("train", 20, 128)
         files = onnx_to_saved_model(self.work / "model.onnx", self.work / "saved_model",
-                                    sample.transpose(0, 2, 3, 1), verbose=self.verbose)
+                                    sample.transpose(0, 2, 3, 1), verbose=self.verbose,
+                                    options=self.onnx2tf_options)
         for key in ("float32", "float16"):  # onnx2tf writes them inside the SavedModel folder
             target = self.work / f"model_{key}.tflite"
             if "tflite" in self.formats:
@@ -247,7 +252,8 @@ class Exporter:
             class_names=self.class_names, image_size=self.image_size, normalisation=self.module.normalisation,
             formats=files, checkpoint=self.ckpt, checkpoint_sha256=file_hash(self.ckpt),
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
-            calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone)
+            calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
+            onnx2tf_options=getattr(self, "onnx2tf_options", None))
         write_metadata(self.work, meta)
 
     def run_verify(self) -> VerifyReport:

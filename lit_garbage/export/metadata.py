@@ -51,8 +51,9 @@ def input_spec(fmt: str, image_size: int) -> dict[str, Any]:
 def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation: Mapping[str, Any],
                    formats: Sequence[str], checkpoint: Path, checkpoint_sha256: str,
                    manifest: Path | None, manifest_sha256: str | None, training: Mapping[str, Any] | None,
-                   calibration: Mapping[str, Any] | None, backbone: str | None) -> dict[str, Any]:
-    return {
+                   calibration: Mapping[str, Any] | None, backbone: str | None,
+                   onnx2tf_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    meta = {
         "schema_version": SCHEMA_VERSION,
         "task": "image-classification",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -80,6 +81,9 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
         "int8_calibration": dict(calibration) if calibration is not None else None,
         "versions": package_versions(),
     }
+    if onnx2tf_options:  # only graphs that need extra onnx2tf options (not the default MobileNetV2) record them
+        meta["onnx2tf_options"] = dict(onnx2tf_options)
+    return meta
 
 
 def write_metadata(folder: str | Path, metadata: Mapping[str, Any]) -> None:

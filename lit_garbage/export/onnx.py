@@ -5,10 +5,18 @@ torch 2.14; it needs `onnxscript`) at opset 18, the opset it emits natively (no 
 one onnx2tf converts op for op for this network. `external_data=False` keeps weights inside the one
 `.onnx` file, which onnx2tf, onnxsim and onnxruntime all load without a side file. The batch axis is
 dynamic; height and width stay static (static shapes raise onnx2tf's success rate).
+
+The graph is traced from a contiguous (NCHW) copy of the network whose head receives contiguous
+features: a feature map with channels-last strides (a net kept in `channels_last` memory format for
+training, or a backbone that permutes internally, such as ConvNeXt's LayerNorm2d) otherwise traces the
+head's `flatten` as `as_strided`, i.e. Shape/Range/Gather/Reshape nodes on the dynamic batch that onnx2tf
+cannot convert ("tf.range: Shape must be rank 0"). Memory formats change no number, only the graph; for a
+contiguous MobileNetV2 both steps are no-ops.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Mapping
@@ -31,6 +39,8 @@ def export_onnx(net: GarbageNet, image_size: int, path: str | Path,
     `metadata` goes into the model's metadata_props (non-string values as JSON).
     """
     path = Path(path)
+    net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    net.head.register_forward_pre_hook(lambda _head, args: tuple(a.contiguous() for a in args))
     graph = Probabilities(net).eval()
     example = torch.rand(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
