@@ -27,6 +27,7 @@ are printed, never asserted. Results go to a table on stdout and to `bench.json`
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -102,9 +103,10 @@ class BenchError(RuntimeError):
 class PeakMemory:
     """Peak resident memory of this process (`ru_maxrss`, exact) and of its whole process tree, data workers
     included (sum of proportional set sizes, PSS, so pages that forked workers share count once; sampled
-    every 0.5 s, since reading PSS costs a few ms per process)."""
+    every 2 s: reading PSS walks the page tables, ~40 ms of CPU for a 2 GB process, and at 0.5 s intervals the
+    sampler took ~20 % of a core inside the process being timed, which on 2 CPUs stalls torch's OpenMP steps)."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 2.0) -> None:
         self.interval = interval
         self.peak_tree = 0
         self._stop = threading.Event()
@@ -162,6 +164,31 @@ def throughput(stamps: list[float], sizes: list[int], warmup: int) -> dict[str, 
             "seconds": seconds, "step_ms_median": statistics.median(steps_ms)}
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process and by its live child processes (data workers)."""
+    import psutil
+
+    me = psutil.Process()
+    own = sum(me.cpu_times()[:2])
+    children = 0.0
+    for child in me.children(recursive=True):
+        try:
+            children += sum(child.cpu_times()[:2])
+        except psutil.Error:  # a worker that just exited
+            pass
+    return own, children
+
+
+def cpu_per_image(cpu: list[tuple[float, float]], sizes: list[int], warmup: int) -> dict[str, float]:
+    """CPU milliseconds per image after warm-up, main process and workers: the work done, which (unlike images/s)
+    hardly depends on how busy a shared machine is."""
+    images = sum(sizes[warmup:])
+    main = cpu[-1][0] - cpu[warmup - 1][0]
+    workers = cpu[-1][1] - cpu[warmup - 1][1]
+    return {"cpu_ms_per_image": 1000 * (main + workers) / images, "cpu_ms_per_image_main": 1000 * main / images,
+            "cpu_ms_per_image_workers": 1000 * workers / images}
+
+
 def _time_batches(batches: Iterator, warmup: int, count: int, size: Callable[[Any], int]) -> dict[str, float]:
     stamps, sizes = [time.perf_counter()], [0]  # a zero-image "step 0": the clock starts after warm-up
     for _ in range(warmup):
@@ -194,13 +221,20 @@ def _set_tf_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _datamodule(spec: dict):
+def _datamodule(spec: dict, cache: str | None = None):
     from lit_garbage.datamodule import GarbageDataModule
     from lit_garbage.transforms import Augment
 
     return GarbageDataModule(spec["root"], manifest=spec["manifest"], image_size=spec["image_size"],
                              batch_size=spec["batch_size"], num_workers=spec["workers"],
-                             augment=Augment(**spec["augment"]))
+                             augment=Augment(**spec["augment"]), cache=cache or spec.get("cache", "auto"))
+
+
+def _prepare_cache(dm) -> dict:
+    """Build the decoded-image cache outside the clock (Lightning's `fit` does the same in `prepare_data`)."""
+    start = time.perf_counter()
+    dm.prepare_data()
+    return {"cache": dm.image_cache is not None, "cache_prepare_s": time.perf_counter() - start}
 
 
 def _keras_flow(spec: dict, shuffle: bool = True):
@@ -215,15 +249,22 @@ def _keras_flow(spec: dict, shuffle: bool = True):
 # ====================================================================== phases (each in its own subprocess)
 
 
-def phase_pipeline_ours(spec: dict) -> dict:
+def phase_pipeline_ours(spec: dict, cache: str | None = None) -> dict:
     _set_torch_threads(spec["threads"])
-    loader = _datamodule(spec).train_dataloader()
+    dm = _datamodule(spec, cache)
+    prepared = _prepare_cache(dm)
+    loader = dm.train_dataloader()
     # Batches the workers prepared ahead during warm-up come out at once: skip them too, so the clock sees
     # the steady state (for both pipelines alike).
     ahead = loader.num_workers * (loader.prefetch_factor or 0) if loader.num_workers else 0
     result = _time_batches(_forever(loader), spec["pipeline_warmup"] + ahead, spec["pipeline_batches"],
                            lambda b: len(b[1]))
-    return {**result, "skipped_prefetched_batches": ahead}
+    return {**result, **prepared, "skipped_prefetched_batches": ahead}
+
+
+def phase_pipeline_ours_uncached(spec: dict) -> dict:
+    """The same DataLoader decoding every file every time (`data.cache: none`), for comparison."""
+    return phase_pipeline_ours(spec, cache="none")
 
 
 def phase_pipeline_keras(spec: dict) -> dict:
@@ -253,15 +294,20 @@ def phase_train_ours(spec: dict) -> dict:
     pl.seed_everything(spec["seed"], verbose=False)
     stamps: list[float] = []
     sizes: list[int] = []
+    cpu: list[tuple[float, float]] = []
 
     class StepTimer(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             stamps.append(time.perf_counter())
             sizes.append(len(batch[1]))
+            cpu.append(cpu_seconds())
 
     dm = _datamodule(spec)
+    # Speed switches of the model (e.g. channels_last) are passed only where this version of the module has them.
+    accepted = inspect.signature(GarbageClassifier).parameters
     model = GarbageClassifier(class_names=dm.class_names, image_size=spec["image_size"],
-                              class_weights=dm.class_weights, **spec["model"])
+                              class_weights=dm.class_weights,
+                              **{k: v for k, v in spec["model"].items() if k in accepted})
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=spec["train_warmup"] + spec["train_steps"],
                          limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=spec["workdir"],
@@ -269,8 +315,9 @@ def phase_train_ours(spec: dict) -> dict:
     with PeakMemory() as mem:
         trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(spec["ckpt"])
-    return {**throughput(stamps, sizes, spec["train_warmup"]), **mem.result(),
-            "trainable_params": trainable_parameter_count(model)}
+    return {**throughput(stamps, sizes, spec["train_warmup"]), **cpu_per_image(cpu, sizes, spec["train_warmup"]),
+            **mem.result(), "trainable_params": trainable_parameter_count(model),
+            "channels_last": bool(model.hparams.get("channels_last", False)), "cache": dm.image_cache is not None}
 
 
 def phase_train_keras(spec: dict) -> dict:
@@ -289,11 +336,13 @@ def phase_train_keras(spec: dict) -> dict:
     flow = _keras_flow(spec)
     stamps: list[float] = []
     sizes: list[int] = []
+    cpu: list[tuple[float, float]] = []
 
     class StepTimer(Callback):
         def on_train_batch_end(self, batch, logs=None):  # logs arrive as numpy: the step has finished
             stamps.append(time.perf_counter())
             sizes.append(min(flow.batch_size, flow.n - batch * flow.batch_size))
+            cpu.append(cpu_seconds())
             if len(stamps) >= total:
                 self.model.stop_training = True
 
@@ -303,7 +352,8 @@ def phase_train_keras(spec: dict) -> dict:
         seed.model.fit(flow, steps_per_epoch=len(flow), epochs=math.ceil(total / len(flow)) + 1,
                        class_weight=class_weight_dict(spec["class_weights"]), workers=spec["workers"],
                        use_multiprocessing=spec["keras_multiprocessing"], verbose=0, callbacks=[StepTimer()])
-    result = {**throughput(stamps[:total], sizes[:total], spec["train_warmup"]), **mem.result(),
+    result = {**throughput(stamps[:total], sizes[:total], spec["train_warmup"]),
+              **cpu_per_image(cpu[:total], sizes[:total], spec["train_warmup"]), **mem.result(),
               "trainable_params": int(sum(math.prod(w.shape) for w in seed.model.trainable_weights))}
     start = time.perf_counter()
     Path(spec["keras_tflite"]).write_bytes(convert_to_tflite(seed.model))
@@ -351,11 +401,15 @@ def phase_inference(spec: dict) -> dict:
     for backend in backends.values():
         for i in range(warmup):
             backend.predict(images[i % len(images)][None])
-    # Interleaved rounds: every backend sees the same share of any slow-down on a shared machine.
+    # Interleaved rounds: every backend sees the same share of any slow-down on a shared machine. The order
+    # rotates every round, so no backend always runs right after the same other one (onnxruntime's intra-op
+    # threads, for one, keep spinning for a while after each run).
     times: dict[str, list[float]] = {name: [] for name in backends}
     chunk = 5
+    names = list(backends)
     for r in range(math.ceil(runs / chunk)):
-        for name, backend in backends.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            backend = backends[name]
             for i in range(r * chunk, min(runs, (r + 1) * chunk)):
                 x = images[i % len(images)][None]
                 start = time.perf_counter()
@@ -393,7 +447,8 @@ def _size_mb(path: Path) -> float:
 
 
 PHASES: dict[str, Callable[[dict], dict]] = {
-    "pipeline_ours": phase_pipeline_ours, "pipeline_keras": phase_pipeline_keras,
+    "pipeline_ours": phase_pipeline_ours, "pipeline_ours_uncached": phase_pipeline_ours_uncached,
+    "pipeline_keras": phase_pipeline_keras,
     "train_ours": phase_train_ours, "train_keras": phase_train_keras,
     "export": phase_export, "inference": phase_inference,
 }
@@ -459,6 +514,7 @@ class Bench:
             (keras_dir / name).mkdir(parents=True, exist_ok=True)
         for r in train:
             link = keras_dir / r.label / r.path.replace("/", "__")
+            link.unlink(missing_ok=True)  # a reused --workdir
             try:
                 link.symlink_to(root / r.path)
             except OSError:
@@ -470,7 +526,8 @@ class Bench:
             "image_size": self.sizes.image_size, "batch_size": d["batch_size"], "workers": self.workers,
             "threads": self.threads, "keras_multiprocessing": self.keras_multiprocessing, "seed": cfg["seed_everything"],
             "augment": {**d["augment"], "brightness": list(d["augment"]["brightness"])},
-            "model": {**model, "pretrained": False, "weights": None},
+            "model": {**model, "pretrained": False, "weights": None, "channels_last": True},
+            "cache": "auto",  # decoded-image cache next to the manifest (workdir/image_cache), built outside the clock
             "torch_trainable_layers": cfg["freeze"]["trainable_layers"], "keras_trainable_layers": 30,
             "pipeline_warmup": self.sizes.pipeline_warmup, "pipeline_batches": self.sizes.pipeline_batches,
             "train_warmup": self.sizes.train_warmup, "train_steps": self.sizes.train_steps,
@@ -533,6 +590,11 @@ class Bench:
         pipe = self.side_by_side(("pipeline_ours", "pipeline_keras"),
                                  ("input pipeline, ours (DataLoader)", "input pipeline, Keras (ImageDataGenerator)"))
         results["pipeline"] = _pair_summary(pipe, "images_per_s", higher_is_better=True)
+        uncached = [self.phase("pipeline_ours_uncached", "input pipeline, ours without the image cache")
+                    for _ in range(self.repeats)]
+        results["pipeline"]["ours_uncached"] = _pick(uncached, "images_per_s")
+        results["pipeline"]["ratio_uncached"] = _ratio(results["pipeline"]["ours_uncached"]["images_per_s"],
+                                                       results["pipeline"]["keras"]["images_per_s"])
         train = self.side_by_side(("train_ours", "train_keras"),
                                   ("training, ours (Lightning/timm)", "training, Keras recipe"))
         results["training"] = _pair_summary(train, "images_per_s", higher_is_better=True)
@@ -540,6 +602,9 @@ class Bench:
                                                      results["training"]["keras"]["peak_rss_mb"])
         results["training"]["tree_memory_ratio"] = _ratio(results["training"]["ours"]["peak_tree_pss_mb"],
                                                           results["training"]["keras"]["peak_tree_pss_mb"])
+        # Work per image (lower is better): a ratio that a busy shared machine distorts far less than images/s.
+        results["training"]["cpu_ratio"] = _ratio(results["training"]["ours"]["cpu_ms_per_image"],
+                                                  results["training"]["keras"]["cpu_ms_per_image"])
         export = self.phase("export", "export-all with verification (ours)")
         export["wall_s"] = self.phase_wall_s["export"][-1]
         export["keras_tflite_convert_s"] = train[-1][1]["tflite_convert_s"]
@@ -555,7 +620,8 @@ class Bench:
                                        "keras_multiprocessing": self.keras_multiprocessing,
                                        "torch_trainable_layers": self.spec["torch_trainable_layers"],
                                        "keras_trainable_layers": self.spec["keras_trainable_layers"],
-                                       "augment": self.spec["augment"]},
+                                       "augment": self.spec["augment"], "cache": self.spec["cache"],
+                                       "model": self.spec["model"]},
             "machine": _machine(load_start), **results, "phase_wall_s": self.phase_wall_s,
         }
 
@@ -564,13 +630,15 @@ def _ratio(ours: float, keras: float) -> float:
     return ours / keras if keras else float("nan")
 
 
+def _pick(runs: list[dict], key: str) -> dict:
+    """The median run by `key` (all its fields), with every run's value of `key`."""
+    ranked = sorted(runs, key=lambda r: r[key])
+    return {**ranked[(len(ranked) - 1) // 2], "all_" + key: [r[key] for r in runs]}
+
+
 def _pair_summary(pairs: list[tuple[dict, dict]], key: str, higher_is_better: bool) -> dict:
     """Median over repeats of each side (all fields of the median run), and the ratio ours / Keras."""
-    def pick(runs: list[dict]) -> dict:
-        ranked = sorted(runs, key=lambda r: r[key])
-        return {**ranked[(len(ranked) - 1) // 2], "all_" + key: [r[key] for r in runs]}
-
-    ours, keras = pick([p[0] for p in pairs]), pick([p[1] for p in pairs])
+    ours, keras = _pick([p[0] for p in pairs], key), _pick([p[1] for p in pairs], key)
     return {"ours": ours, "keras": keras, "ratio": _ratio(ours[key], keras[key]), "metric": key,
             "higher_is_better": higher_is_better}
 
@@ -652,11 +720,17 @@ def render_table(result: dict):
     p, t = result["pipeline"], result["training"]
     table.add_row("input pipeline (images/s)", num(p["ours"]["images_per_s"]), num(p["keras"]["images_per_s"]),
                   num(p["ratio"], ".2f", "x"), *target("pipeline"))
+    if "ours_uncached" in p:
+        table.add_row("input pipeline, ours without image cache (images/s)", num(p["ours_uncached"]["images_per_s"]),
+                      num(p["keras"]["images_per_s"]), num(p["ratio_uncached"], ".2f", "x"), "", "")
     table.add_row("training (images/s)", num(t["ours"]["images_per_s"]), num(t["keras"]["images_per_s"]),
                   num(t["ratio"], ".2f", "x"), *target("training"))
     table.add_row("training step (ms, median)", num(t["ours"]["step_ms_median"], ".0f"),
                   num(t["keras"]["step_ms_median"], ".0f"), num(_ratio(t["ours"]["step_ms_median"],
                                                                       t["keras"]["step_ms_median"]), ".2f", "x"), "", "")
+    if "cpu_ratio" in t:
+        table.add_row("training CPU time per image, all processes (ms)", num(t["ours"]["cpu_ms_per_image"], ".0f"),
+                      num(t["keras"]["cpu_ms_per_image"], ".0f"), num(t["cpu_ratio"], ".2f", "x"), "", "")
     table.add_row("training peak RSS, main process (MB)", num(t["ours"]["peak_rss_mb"], ".0f"),
                   num(t["keras"]["peak_rss_mb"], ".0f"), num(t["memory_ratio"], ".2f", "x"), "", "")
     table.add_row("training peak memory with workers (PSS, MB)", num(t["ours"]["peak_tree_pss_mb"], ".0f"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from lit_garbage.image_cache import CachedSplit, ImageCache, resolve_cache_dir
 from lit_garbage.manifest import (
     SPLITS,
     Manifest,
@@ -34,10 +35,16 @@ class ManifestDataset(Dataset):
     split, so batch shapes and class balance hold. If more than `max_unreadable` files (default:
     1 % of the split, at least 5) fail in one process, the dataset has changed too much to continue
     silently and `UnreadableImagesError` stops the run with a clear message (resume after fixing it).
+
+    With `cache` (a `CachedSplit` of these records), record i comes from the decoded-image cache as a uint8
+    CHW tensor already at the model's size; records the cache could not decode are read from the file.
     """
 
     def __init__(self, root: str | Path, records: Sequence[Record], class_names: Sequence[str],
-                 transform: Callable, max_unreadable: int | None = None) -> None:
+                 transform: Callable, max_unreadable: int | None = None, cache: CachedSplit | None = None) -> None:
+        if cache is not None and len(cache) != len(records):
+            raise ValueError(f"image cache holds {len(cache)} images for {len(records)} records")
+        self.cache = cache
         self.root = Path(root)
         self.records = list(records)
         self.class_to_idx = {name: i for i, name in enumerate(class_names)}
@@ -55,6 +62,10 @@ class ManifestDataset(Dataset):
         r = self.records[i]
         if r.path in self.unreadable:
             return None
+        if self.cache is not None:
+            cached = self.cache.get(i)
+            if cached is not None:
+                return cached
         try:
             return load_rgb(self.root / r.path)
         except Exception as err:  # noqa: BLE001 - any decoder failure of one file must not end the epoch
@@ -125,6 +136,15 @@ class GarbageDataModule(pl.LightningDataModule):
             every duplicate group still lands in a single split, so no test image has a twin in train.
         near_duplicate_distance: perceptual-hash distance (bits of 64) at or below which two images
             are near duplicates (resized / re-encoded copies are 0-2 apart); null: exact duplicates only.
+        cache: decoded-image cache (`lit_garbage.image_cache`): every image decoded and resized once into a
+            uint8 file per split, memory-mapped by the workers and reused across epochs and runs; the
+            transforms then start from the cached pixels (numerically identical results). `auto` (default):
+            in `image_cache/` next to the manifest file (the run directory under fit.py; `.image_cache/`
+            when that folder is inside the dataset root, so it is never scanned as a class), when a manifest
+            path is given and the cache fits in half the free disk space, else no cache; a folder path: the
+            cache lives there (shareable between runs: entries are keyed by manifest content and image size);
+            `none`: decode every file every epoch. Costs 3 x image_size^2 bytes per image on disk
+            (150 KB at 224 px). Not used for training with `augment.crop_scale` (the crop needs the full image).
     """
 
     def __init__(
@@ -139,6 +159,7 @@ class GarbageDataModule(pl.LightningDataModule):
         augment: Augment = Augment(),
         dedupe: bool = False,
         near_duplicate_distance: int | None = 4,
+        cache: str | None = "auto",
     ) -> None:
         super().__init__()
         if image_size < 32:
@@ -163,6 +184,8 @@ class GarbageDataModule(pl.LightningDataModule):
         # fit.py seeds (seed_everything) before building this; the loaders' own generators start here.
         self.loader_seed = torch.initial_seed() % 2**31
         self.near_duplicate_distance = near_duplicate_distance
+        self.cache = cache
+        self._cached_splits: dict[str, CachedSplit | None] = {}
 
     @functools.cached_property
     def manifest(self) -> Manifest:
@@ -177,12 +200,44 @@ class GarbageDataModule(pl.LightningDataModule):
     def class_weights(self) -> list[float]:
         return self.manifest.class_weights()
 
+    @functools.cached_property
+    def image_cache(self) -> ImageCache | None:
+        folder = resolve_cache_dir(self.cache, self.manifest_path, self.image_size, len(self.manifest.records),
+                                   root=self.root)
+        return None if folder is None else ImageCache(folder, self.root, self.manifest.records, self.image_size)
+
+    def cached_split(self, split: str) -> CachedSplit | None:
+        """The split's decoded-image cache (built on first use), or None without a cache."""
+        if split not in self._cached_splits:
+            cache = self.image_cache
+            try:
+                self._cached_splits[split] = None if cache is None else cache.split(split, self.num_workers)
+            except OSError as err:  # e.g. a read-only run directory: decode as before instead of failing
+                warnings.warn(f"cannot write the decoded-image cache under {cache.dir} ({err}); reading the image "
+                              "files every epoch instead (set data.cache to a writable folder, or none)", stacklevel=2)
+                self._cached_splits[split] = None
+        return self._cached_splits[split]
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node (local rank 0) and makes the other ranks wait:
+        # the cache is built once; `dataset()` on every rank then only opens it. (Each build is atomic,
+        # so a rank that still finds a split missing builds an identical file.)
+        cache = self.image_cache
+        if cache is not None:
+            for split in SPLITS:
+                if not cache.is_complete(split):
+                    self.cached_split(split)
+
     def dataset(self, split: str, train: bool | None = None) -> ManifestDataset:
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}', expected one of {SPLITS}")
         augment = split == "train" if train is None else train
         tf = train_transform(self.image_size, self.augment) if augment else eval_transform(self.image_size)
-        return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf)
+        # A random resized crop cuts from the full-resolution image: cached pixels (already at image_size)
+        # would give a blurrier crop, so that transform reads the files.
+        crops = augment and self.augment.enabled and getattr(self.augment, "crop_scale", None) is not None
+        return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf,
+                               cache=None if crops else self.cached_split(split))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)

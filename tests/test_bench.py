@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from lit_garbage.bench import OURS, TARGETS, _targets, build_parser, throughput
+from lit_garbage.bench import (
+    OURS,
+    TARGETS,
+    _targets,
+    build_parser,
+    cpu_per_image,
+    throughput,
+)
 from lit_garbage.transforms import Augment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +52,14 @@ def test_quick_bench_writes_every_side_by_side_measure(quick_bench):
             m = r[section][side]
             assert _positive(m["images_per_s"]) and _positive(m["seconds"]) and _positive(m["images"]), (section, side)
         assert _positive(r[section]["ratio"])
+    # The pipeline is measured with the decoded-image cache (the default) and without it.
+    assert r["pipeline"]["ours"]["cache"] is True and r["pipeline"]["ours_uncached"]["cache"] is False
+    assert _positive(r["pipeline"]["ours_uncached"]["images_per_s"]) and _positive(r["pipeline"]["ratio_uncached"])
+    assert r["training"]["ours"]["cache"] is True and r["settings"]["cache"] == "auto"
+    assert r["training"]["ours"]["channels_last"] is True  # the model's speed switch reaches the bench
+    assert _positive(r["training"]["cpu_ratio"])
+    for side in ("ours", "keras"):
+        assert _positive(r["training"][side]["cpu_ms_per_image"])
     for side in ("ours", "keras"):
         assert _positive(r["training"][side]["peak_rss_mb"]) and _positive(r["training"][side]["peak_tree_pss_mb"])
         assert r["training"][side]["steps"] == r["settings"]["train_steps"]
@@ -79,6 +94,14 @@ def test_throughput_clock_starts_after_warmup():
     assert r["images"] == 76 and r["steps"] == 3
     assert r["seconds"] == pytest.approx(4.0) and r["images_per_s"] == pytest.approx(76 / 4)
     assert r["step_ms_median"] == pytest.approx(1000.0)
+
+
+def test_cpu_time_per_image_after_warmup():
+    cpu = [(1.0, 0.5), (3.0, 1.0), (4.0, 1.5), (5.0, 2.5)]  # (main, workers) CPU seconds at each step end
+    r = cpu_per_image(cpu, [32, 32, 32, 16], warmup=1)
+    assert r["cpu_ms_per_image_main"] == pytest.approx(1000 * 4.0 / 80)
+    assert r["cpu_ms_per_image_workers"] == pytest.approx(1000 * 2.0 / 80)
+    assert r["cpu_ms_per_image"] == pytest.approx(1000 * 6.0 / 80)
 
 
 def test_targets_compare_in_the_right_direction():
