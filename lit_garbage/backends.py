@@ -370,8 +370,31 @@ _BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "saved_model": SavedMod
              "tflite": TFLiteBackend, "tfjs": TFJSBackend}
 
 
-def load_backend(path: str | Path, kind: str | None = None, threads: int | None = None) -> Backend:
-    """Load any model file of this project; `kind` overrides the detection from the path."""
+class FlipTTA(Backend):
+    """Test-time augmentation: the mean of the probabilities of each image and of its mirror image.
+
+    Wraps any backend (same input contract); costs two model calls per image. Training flips images
+    horizontally, so the mirror image is as likely an input as the original.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.path, inner.class_names, inner.image_size)
+        self.inner = inner
+        self.kind = inner.kind
+
+    def __getattr__(self, name: str):  # backend-specific attributes (e.g. the torch checkpoint)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        mirrored = np.ascontiguousarray(images[..., ::-1])
+        return (self.inner._predict(images) + self.inner._predict(mirrored)) / 2
+
+
+def load_backend(path: str | Path, kind: str | None = None, threads: int | None = None, tta: bool = False) -> Backend:
+    """Load any model file of this project; `kind` overrides the detection from the path; `tta` wraps it
+    in `FlipTTA`."""
     path = Path(path)
     kind = kind or detect_kind(path)
     if kind not in _BACKENDS:
@@ -380,4 +403,5 @@ def load_backend(path: str | Path, kind: str | None = None, threads: int | None 
         raise ModelFileError(f"model file not found: {path}")
     if kind == "saved_model" and path.name == "saved_model.pb":
         path = path.parent
-    return _BACKENDS[kind](path, threads=threads)
+    backend = _BACKENDS[kind](path, threads=threads)
+    return FlipTTA(backend) if tta else backend

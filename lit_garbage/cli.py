@@ -22,7 +22,7 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -125,7 +125,6 @@ class GarbageCLI(LightningCLI):
         if self.config_init.trainer.get("logger") in (None, True):
             kwargs["logger"] = [CSVLogger(self.run_dir, name="", version="", flush_logs_every_n_steps=10),
                                 TensorBoardLogger(self.run_dir, name="", version="")]
-        kwargs.setdefault("callbacks", [])
         if not self.config_init.trainer.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
@@ -135,6 +134,9 @@ def run_fit(cli: GarbageCLI) -> dict:
     """Fit, restore the best weights, save them as model.ckpt, score them on val and test."""
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data, ckpt_path=cli.ckpt_path)
+    # Weight averaging (EMA) is done: the model now holds the restored best averaged weights. Left in
+    # place, the callback would swap its last average in for the final validate/test and model.ckpt.
+    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     run_dir = Path(cli.run_dir)
     trainer.save_checkpoint(run_dir / MODEL_FILE)
     val = trainer.validate(model, datamodule=data, verbose=False)[0]

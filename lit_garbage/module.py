@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -13,20 +14,31 @@ from lit_garbage.model import GarbageNet
 
 
 def keras_weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                                 class_weights: torch.Tensor | None) -> torch.Tensor:
+                                 class_weights: torch.Tensor | None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy with Keras `class_weight` semantics: per-sample weights, mean over the batch.
 
     `F.cross_entropy(weight=w)` divides by the sum of the weights instead of the batch size, which
     changes the effective learning rate from batch to batch; Keras divides by the batch size.
     """
-    losses = F.cross_entropy(logits.float(), target, reduction="none")
+    losses = F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=label_smoothing)
     if class_weights is not None:
         losses = losses * class_weights[target]
     return losses.mean()
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class GarbageClassifier(pl.LightningModule):
-    """Trains `GarbageNet`; class names, image size and normalisation travel in its hyper-parameters."""
+    """Trains `GarbageNet`; class names, image size and normalisation travel in its hyper-parameters.
+
+    The defaults are the seed's (Adam 5e-4, constant rate, plain class-weighted cross-entropy). Options
+    beyond it: `optimizer` adamw with `weight_decay` (not applied to biases and norm weights),
+    `backbone_lr_scale` (the backbone's rate as a fraction of `lr`: discriminative fine-tuning),
+    `lr_schedule` cosine decay to 0 over the run after `warmup_epochs` of linear warm-up (per step),
+    and `label_smoothing`.
+    """
 
     def __init__(
         self,
@@ -42,10 +54,26 @@ class GarbageClassifier(pl.LightningModule):
         keras_compat: bool | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        channels_last: bool = True,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        backbone_lr_scale: float = 1.0,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"model.lr must be positive, got {lr}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if weight_decay < 0 or backbone_lr_scale < 0 or warmup_epochs < 0:
+            raise ValueError("model.weight_decay, model.backbone_lr_scale and model.warmup_epochs must be >= 0, got "
+                             f"{weight_decay}, {backbone_lr_scale}, {warmup_epochs}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         if l2 < 0:
             raise ValueError(f"model.l2 must be >= 0, got {l2}")
         if not 0 <= dropout < 1:
@@ -54,6 +82,10 @@ class GarbageClassifier(pl.LightningModule):
         self.class_names = list(class_names)
         self.net = GarbageNet(len(self.class_names), backbone=backbone, pretrained=pretrained,
                               weights=weights, dropout=dropout, keras_compat=keras_compat, mean=mean, std=std)
+        if channels_last:
+            # NHWC kernels (oneDNN on CPU, tensor cores on GPU): 1.3-1.4x faster MobileNetV2 training steps
+            # on CPU, same numbers up to float rounding. The exported graph does not depend on it.
+            self.net.to(memory_format=torch.channels_last)
         # Pretrained weights are only needed once: a checkpoint already holds them. What they implied
         # (Keras padding / BN eps, input normalisation) is recorded explicitly instead.
         self.hparams.pretrained = False
@@ -76,6 +108,8 @@ class GarbageClassifier(pl.LightningModule):
         return {"mean": self.net.mean.flatten().tolist(), "std": self.net.std.flatten().tolist()}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("channels_last", False) and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def l2_penalty(self) -> torch.Tensor:
@@ -88,7 +122,8 @@ class GarbageClassifier(pl.LightningModule):
         # Keras weights the training loss only; validation/test report the plain loss.
         weights = self.class_weights if stage == "train" else None
         # Keras adds the regularisation term to every reported loss, val_loss included.
-        loss = keras_weighted_cross_entropy(logits, target, weights) + self.l2_penalty()
+        smoothing = self.hparams.get("label_smoothing", 0.0) if stage == "train" else 0.0
+        loss = keras_weighted_cross_entropy(logits, target, weights, smoothing) + self.l2_penalty()
         metric(logits, target)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=True,
@@ -107,8 +142,33 @@ class GarbageClassifier(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.net.probabilities(images)
+        return self(images).softmax(dim=1)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr)
+        hp = self.hparams
+        lr, decay = hp.lr, hp.get("weight_decay", 0.0)
+        groups = []
+        for part, scale in ((self.net.backbone, hp.get("backbone_lr_scale", 1.0)), (self.net.head, 1.0)):
+            # Parameters frozen now may be unfrozen later (BaseFinetuning adds them then); biases and
+            # norm weights get no weight decay (the usual convention, as timm's param_groups_weight_decay).
+            params = [p for p in part.parameters() if p.requires_grad]
+            for no_decay in (False, True):
+                chosen = [p for p in params if (p.ndim <= 1) == no_decay]
+                if chosen:
+                    groups.append({"params": chosen, "lr": lr * scale, "weight_decay": 0.0 if no_decay else decay})
+        optimizer = OPTIMIZERS[hp.get("optimizer", "adam")](groups, lr=lr)
+        if hp.get("lr_schedule", "constant") == "constant" and not hp.get("warmup_epochs", 0.0):
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(total - 1, int(round(hp.get("warmup_epochs", 0.0) * total / max(1, self.trainer.max_epochs or 1))))
+        cosine = hp.get("lr_schedule") == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if not cosine:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

