@@ -179,9 +179,11 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
         accs = " / ".join(f"{100 * a:.1f}" for a in r["accuracy"])
         f1s = " / ".join(f"{f:.3f}" for f in r["macro_f1"])
         epochs = " / ".join(str(e) for e in r["epochs"])
-        lines.append(f"| {r['name']} | {accs} % (seeds {', '.join(map(str, r['seeds']))}) "
-                     f"| **{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_sd']:.1f} %** | {f1s} "
-                     f"| **{r['macro_f1_mean']:.3f} ± {r['macro_f1_sd']:.3f}** | {epochs} "
+        several = len(r["seeds"]) > 1  # one seed has no spread to show
+        acc = f"{100 * r['accuracy_mean']:.1f}" + (f" ± {100 * r['accuracy_sd']:.1f}" if several else "")
+        f1 = f"{r['macro_f1_mean']:.3f}" + (f" ± {r['macro_f1_sd']:.3f}" if several else "")
+        lines.append(f"| {r['name']} | {accs} % (seed{'s' if several else ''} {', '.join(map(str, r['seeds']))}) "
+                     f"| **{acc} %** | {f1s} | **{f1}** | {epochs} "
                      f"| {r['fit_s_mean'] / 60:.1f} min |")
     return "\n".join(lines)
 
