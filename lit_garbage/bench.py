@@ -47,7 +47,6 @@ from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_CONFIG = REPO / "configs" / "seed.yaml"
-REAL_DATA_ENV = "LIT_GARBAGE_REAL_DATA"  # as in tests/conftest.py: the folder holding smoke/ and train/
 SCHEMA_VERSION = 1
 PHASE_TIMEOUT_S = 1200
 
@@ -466,9 +465,9 @@ def phase_main(name: str, spec_path: str, result_path: str) -> int:
 
 
 def default_data() -> Path | None:
-    base = Path(os.environ[REAL_DATA_ENV]) if os.environ.get(REAL_DATA_ENV) else REPO.parent / "shared" / "data" / "real"
-    smoke = base / "smoke"
-    return smoke if smoke.is_dir() else None
+    from lit_garbage.experiments import real_data
+
+    return real_data("smoke")
 
 
 def seed_config() -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,12 +24,20 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAITHFUL = "faithful (seed.yaml)"
 # The seed rescales pixels to [0, 1] and feeds them to its backbone as they are.
 SEED_INPUT = ("--model.mean", "[0.0, 0.0, 0.0]", "--model.std", "[1.0, 1.0, 1.0]")
-DEFAULT_REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "train"
+# The folder holding the real photos' smoke/ and train/ (tests/conftest.py reads the same variable).
+REAL_DATA_ENV = "LIT_GARBAGE_REAL_DATA"
+
+
+def real_data(name: str) -> Path | None:
+    """`$LIT_GARBAGE_REAL_DATA/<name>`, else `../shared/data/real/<name>` beside the project, when it exists."""
+    env = os.environ.get(REAL_DATA_ENV)
+    folder = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real") / name
+    return folder if folder.is_dir() else None
 
 
 def default_data() -> Path | None:
-    """The real photos beside the project, when present (`../shared/data/real/train`)."""
-    return DEFAULT_REAL_DATA if DEFAULT_REAL_DATA.is_dir() else None
+    """The real training photos (`train/`), the default data of the experiments."""
+    return real_data("train")
 
 
 def experiment_parser(prog: str, description: str, other: str) -> argparse.ArgumentParser:

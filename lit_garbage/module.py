@@ -108,7 +108,7 @@ class GarbageClassifier(pl.LightningModule):
         return {"mean": self.net.mean.flatten().tolist(), "std": self.net.std.flatten().tolist()}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.hparams.get("channels_last", False) and images.dim() == 4:
+        if self.hparams.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
@@ -122,7 +122,7 @@ class GarbageClassifier(pl.LightningModule):
         # Keras weights the training loss only; validation/test report the plain loss.
         weights = self.class_weights if stage == "train" else None
         # Keras adds the regularisation term to every reported loss, val_loss included.
-        smoothing = self.hparams.get("label_smoothing", 0.0) if stage == "train" else 0.0
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
         loss = keras_weighted_cross_entropy(logits, target, weights, smoothing) + self.l2_penalty()
         metric(logits, target)
         on_step = stage == "train"
@@ -146,9 +146,9 @@ class GarbageClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        lr, decay = hp.lr, hp.get("weight_decay", 0.0)
+        lr, decay = hp.lr, hp.weight_decay
         groups = []
-        for part, scale in ((self.net.backbone, hp.get("backbone_lr_scale", 1.0)), (self.net.head, 1.0)):
+        for part, scale in ((self.net.backbone, hp.backbone_lr_scale), (self.net.head, 1.0)):
             # Parameters frozen now may be unfrozen later (BaseFinetuning adds them then); biases and
             # norm weights get no weight decay (the usual convention, as timm's param_groups_weight_decay).
             params = [p for p in part.parameters() if p.requires_grad]
@@ -156,12 +156,12 @@ class GarbageClassifier(pl.LightningModule):
                 chosen = [p for p in params if (p.ndim <= 1) == no_decay]
                 if chosen:
                     groups.append({"params": chosen, "lr": lr * scale, "weight_decay": 0.0 if no_decay else decay})
-        optimizer = OPTIMIZERS[hp.get("optimizer", "adam")](groups, lr=lr)
-        if hp.get("lr_schedule", "constant") == "constant" and not hp.get("warmup_epochs", 0.0):
+        optimizer = OPTIMIZERS[hp.optimizer](groups, lr=lr)
+        if hp.lr_schedule == "constant" and not hp.warmup_epochs:
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(total - 1, int(round(hp.get("warmup_epochs", 0.0) * total / max(1, self.trainer.max_epochs or 1))))
-        cosine = hp.get("lr_schedule") == "cosine"
+        warmup = min(total - 1, int(round(hp.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))))
+        cosine = hp.lr_schedule == "cosine"
 
         def factor(step: int) -> float:
             if step < warmup:
