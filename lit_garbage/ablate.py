@@ -39,8 +39,9 @@ NEW_AUGMENT = ["--data.augment.rotation", "0", "--data.augment.shift", "0", "--d
 # (row name, run-directory slug, overrides added to the rows above, on top of seed.yaml)
 STEPS: list[tuple[str, str, list[str]]] = [
     ("+ input normalised as pretrained ([-1, 1])", "norm", []),
-    ("+ whole backbone trains, at 0.1x the head's lr 1e-3", "unfrozen",
-     ["--freeze.trainable_layers", "null", "--model.backbone_lr_scale", "0.1", "--model.lr", "0.001"]),
+    ("+ whole backbone trains, at 0.1x the head's lr 1e-3 (BatchNorm momentum 0.1)", "unfrozen",
+     ["--freeze.trainable_layers", "null", "--model.backbone_lr_scale", "0.1", "--model.lr", "0.001",
+      "--model.bn_momentum", "0.1"]),
     ("+ AdamW 0.05, warm-up + cosine, 10 epochs, best val_acc", "schedule",
      ["--model.optimizer", "adamw", "--model.weight_decay", "0.05", "--model.lr_schedule", "cosine",
       "--model.warmup_epochs", "1", "--trainer.max_epochs", "10", *BEST_VAL_ACC]),

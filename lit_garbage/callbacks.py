@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lit_garbage.model import weighted_layers
+from lit_garbage.model import frozen_batchnorms_to_inference, weighted_layers
 
 
 class FreezeBackbone(BaseFinetuning):
@@ -52,6 +52,9 @@ def apply_partial_freeze(backbone: torch.nn.Module, trainable_layers: int | None
     # `head.norm`: not in `layers`) are frozen too; for MobileNetV2 this is exactly `layers[:cut]`.
     BaseFinetuning.freeze(backbone, train_bn=False)
     BaseFinetuning.make_trainable(layers[cut:])
+    # BaseFinetuning only stops their updates (track_running_stats=False), which in training mode means
+    # normalising with each batch's own statistics: the frozen layers would not compute what they learned.
+    frozen_batchnorms_to_inference(backbone)
 
 
 class RestoreBestWeights(pl.Callback):

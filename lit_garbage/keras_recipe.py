@@ -54,7 +54,7 @@ class SeedKerasModel(NamedTuple):
 
 def build_seed_model(num_classes: int = 10, image_size: int = IMAGE_SIZE, weights: str | None = None,
                      trainable_layers: int = TRAINABLE_LAYERS, learning_rate: float = LEARNING_RATE,
-                     compile: bool = True) -> SeedKerasModel:
+                     compile: bool = True, dropout: float = DROPOUT) -> SeedKerasModel:
     """MobileNetV2 (no top) with its last `trainable_layers` layers trainable, then the seed's head."""
     k = keras()
     base = k.applications.MobileNetV2(weights=weights, include_top=False, input_shape=(image_size, image_size, 3))
@@ -65,7 +65,7 @@ def build_seed_model(num_classes: int = 10, image_size: int = IMAGE_SIZE, weight
     x = k.layers.BatchNormalization(trainable=False)(x)
     x = k.layers.GlobalAveragePooling2D()(x)
     x = k.layers.Dense(HIDDEN_UNITS, activation="relu", kernel_regularizer=k.regularizers.l2(L2))(x)
-    x = k.layers.Dropout(DROPOUT)(x)
+    x = k.layers.Dropout(dropout)(x)
     outputs = k.layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     model = k.Model(base.input, outputs, name="seed_mobilenetv2")
     if compile:

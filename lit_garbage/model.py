@@ -20,6 +20,9 @@ KERAS_BN_EPS = 1e-3
 # Keras MobileNetV2 parity (`keras_compat`): TF "same" padding (asymmetric on stride-2 layers) and
 # Keras's BatchNorm epsilon. timm exposes both; the architecture itself is unchanged.
 KERAS_BACKBONE_KWARGS = {"pad_type": "same", "bn_eps": KERAS_BN_EPS}
+# ... and, for training, Keras MobileNetV2's moving-average momentum 0.999 (torch counts the other way).
+# With torch's usual 0.1 the moving statistics of the trainable layers drift ~100x faster than in Keras.
+KERAS_BN_MOMENTUM = 1 - 0.999
 # Keras MobileNetV2 weights expect inputs in [-1, 1] (`mobilenet_v2.preprocess_input`): from the
 # [0, 1] input contract that is (x - 0.5) / 0.5.
 KERAS_MEAN = (0.5, 0.5, 0.5)
@@ -49,6 +52,12 @@ class SeedHead(nn.Module):
         self.fc1 = nn.Linear(sep_channels, hidden)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
+        # Keras's initialisers (glorot-uniform kernels, zero biases), not torch's: torch's default
+        # draws the 3x3 depthwise kernel ~15x wider, which changes how the seed recipe trains.
+        for layer in (self.depthwise, self.pointwise, self.fc1, self.fc2):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.act(self.pointwise(self.depthwise(features)))
@@ -72,6 +81,7 @@ class GarbageNet(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         keras_compat: bool | None = None,
+        bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -79,6 +89,15 @@ class GarbageNet(nn.Module):
         self.keras_compat = resolve_keras_compat(keras_compat, weights)
         self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights,
                                         keras_compat=self.keras_compat)
+        if bn_momentum is None and self.keras_compat:
+            bn_momentum = KERAS_BN_MOMENTUM
+        if bn_momentum is not None:
+            if not 0 <= bn_momentum <= 1:
+                raise ValueError(f"bn_momentum must be in [0, 1] (torch convention: the weight of the new batch), "
+                                 f"got {bn_momentum}")
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.momentum = bn_momentum
         cfg = self.backbone.pretrained_cfg
         default_mean = KERAS_MEAN if self.keras_compat else cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
         default_std = KERAS_STD if self.keras_compat else cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
@@ -98,16 +117,19 @@ class GarbageNet(nn.Module):
         return self.forward(images).softmax(dim=1)
 
     def train(self, mode: bool = True) -> "GarbageNet":
-        # Keras semantics: a BatchNorm whose parameters are frozen runs in inference mode
-        # (moving statistics, no updates), even while the rest of the network trains.
         super().train(mode)
         if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in m.parameters()
-                ):
-                    m.eval()
+            frozen_batchnorms_to_inference(self)
         return self
+
+
+def frozen_batchnorms_to_inference(module: nn.Module) -> None:
+    """Keras semantics: a BatchNorm whose parameters are frozen runs in inference mode (moving statistics,
+    no updates), even while the rest of the network trains. Needed after every freeze and every `train()`:
+    Lightning (>= 2.2) no longer calls `train()` at the start of each epoch, it restores the modes it found."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
 
 
 class Probabilities(nn.Module):

@@ -69,6 +69,37 @@ def test_frozen_batchnorm_stays_frozen_after_training_step():
     assert not torch.equal(trained_bn.running_mean, before["trained_mean"])
 
 
+@pytest.mark.parametrize("handed_in_eval_mode", [False, True])
+def test_frozen_batchnorms_run_in_inference_mode_through_a_lightning_fit(handed_in_eval_mode):
+    """Through Trainer.fit (which no longer calls train() each epoch) the frozen BatchNorms normalise with
+    their moving statistics in every training step of every epoch, the trainable ones with the batch's, and
+    dropout is on, also for a module handed over in eval mode (an imported Keras model)."""
+    import lightning.pytorch as pl
+
+    from lit_garbage.callbacks import FreezeBackbone
+
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            bns = [m for m in pl_module.net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            frozen = [m.training for m in bns if not m.weight.requires_grad]
+            trainable = [m.training for m in bns if m.weight.requires_grad]
+            seen.append((trainer.current_epoch, any(frozen), all(trainable), pl_module.net.head.dropout.training))
+
+    torch.manual_seed(0)
+    module = GarbageClassifier(["a", "b", "c"], image_size=32)
+    if handed_in_eval_mode:
+        module.eval()
+    data = torch.utils.data.TensorDataset(torch.rand(8, 3, 32, 32), torch.randint(0, 3, (8,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[FreezeBackbone(SEED_TRAINABLE_LAYERS), Probe()])
+    trainer.fit(module, loader, loader)
+    assert [epoch for epoch, *_ in seen] == [0, 0, 1, 1]  # epoch 1 runs after a validation pass
+    assert all(not frozen and trainable and dropout for _, frozen, trainable, dropout in seen), seen
+
+
 def test_l2_penalty_touches_only_the_128_unit_kernel():
     module = GarbageClassifier(class_names=[str(i) for i in range(10)], image_size=64)
     module.l2_penalty().backward()
@@ -129,3 +160,19 @@ def test_backbone_weights_load_from_a_project_checkpoint(tmp_path):
     torch.save({"state_dict": source.state_dict()}, path)
     loaded = GarbageNet(10, weights=str(path))
     assert torch.equal(loaded.backbone.conv_stem.weight, source.net.backbone.conv_stem.weight)
+
+
+def test_compile_option_compiles_training_only_and_keeps_the_numbers():
+    torch.manual_seed(0)
+    module = GarbageClassifier([f"c{i}" for i in range(3)], image_size=32, compile=True).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = module(x)
+    keys = set(module.state_dict())
+    module.setup("validate")  # evaluation / prediction stay eager
+    assert module.net._compiled_call_impl is None
+    module.setup("fit")
+    assert module.net._compiled_call_impl is not None
+    assert set(module.state_dict()) == keys  # checkpoints keep their parameter names
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), eager, atol=1e-4, rtol=1e-4)
