@@ -316,7 +316,8 @@ def phase_train_ours(spec: dict) -> dict:
     trainer.save_checkpoint(spec["ckpt"])
     return {**throughput(stamps, sizes, spec["train_warmup"]), **cpu_per_image(cpu, sizes, spec["train_warmup"]),
             **mem.result(), "trainable_params": trainable_parameter_count(model),
-            "channels_last": bool(model.hparams.get("channels_last", False)), "cache": dm.image_cache is not None}
+            "channels_last": bool(model.hparams.get("channels_last", False)), "compile": bool(model.hparams.get("compile")),
+            "cache": dm.image_cache is not None}
 
 
 def phase_train_keras(spec: dict) -> dict:
@@ -439,6 +440,35 @@ def phase_inference(spec: dict) -> dict:
     return {"backends": out, "agreement": agreement, "threads": threads}
 
 
+def phase_tflite_pair(spec: dict) -> dict:
+    """Our onnx2tf float32 TFLite against the Keras-native one, and nothing else in the process: alternating
+    single runs (ABAB..., the order swapped every round) on the same interpreter settings. In the all-backend
+    phase other runtimes' worker threads (onnxruntime's spin after each run) and allocations share the cores,
+    which skewed this one ratio by up to 1.9x between two runs of the same files."""
+    import numpy as np
+
+    from lit_garbage.backends import load_backend
+
+    threads, runs, warmup = spec["threads"], spec["latency_runs"], spec["latency_warmup"]
+    images = _latency_images(spec, 32)
+    backends = {"ours": load_backend(Path(spec["export_dir"]) / OURS["tflite_float32"][1], threads=threads),
+                "keras": load_backend(Path(spec["keras_tflite"]), threads=threads)}
+    for backend in backends.values():
+        for i in range(warmup):
+            backend.predict(images[i % len(images)][None])
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    for i in range(runs):
+        x = images[i % len(images)][None]
+        for name in (("ours", "keras") if i % 2 == 0 else ("keras", "ours")):
+            start = time.perf_counter()
+            backends[name].predict(x)
+            times[name].append(1000 * (time.perf_counter() - start))
+    out = {name: {"median_ms": statistics.median(ms), "p10_ms": float(np.percentile(ms, 10)), "runs": len(ms)}
+           for name, ms in times.items()}
+    return {**out, "ratio": _ratio(out["ours"]["median_ms"], out["keras"]["median_ms"]),
+            "p10_ratio": _ratio(out["ours"]["p10_ms"], out["keras"]["p10_ms"]), "threads": threads}
+
+
 def _size_mb(path: Path) -> float:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
@@ -449,7 +479,9 @@ PHASES: dict[str, Callable[[dict], dict]] = {
     "pipeline_ours": phase_pipeline_ours, "pipeline_ours_uncached": phase_pipeline_ours_uncached,
     "pipeline_keras": phase_pipeline_keras,
     "train_ours": phase_train_ours, "train_keras": phase_train_keras,
-    "export": phase_export, "inference": phase_inference,
+    "train_ours_compiled": lambda spec: phase_train_ours(
+        {**spec, "model": {**spec["model"], "compile": True}, "ckpt": str(Path(spec["workdir"]) / "ours_compiled.ckpt")}),
+    "export": phase_export, "inference": phase_inference, "tflite_pair": phase_tflite_pair,
 }
 
 
@@ -525,7 +557,10 @@ class Bench:
             "image_size": self.sizes.image_size, "batch_size": d["batch_size"], "workers": self.workers,
             "threads": self.threads, "keras_multiprocessing": self.keras_multiprocessing, "seed": cfg["seed_everything"],
             "augment": {**d["augment"], "brightness": list(d["augment"]["brightness"])},
-            "model": {**model, "pretrained": False, "weights": None, "channels_last": True},
+            # The seed's network exactly as Keras builds it (TF "same" padding, BatchNorm eps 1e-3, [0, 1] pixels
+            # straight in), so both sides train and export the same graph; docs/benchmark.md has timm's padding.
+            "model": {**model, "pretrained": False, "weights": None, "channels_last": True, "keras_compat": True,
+                      "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
             "cache": "auto",  # decoded-image cache next to the manifest (workdir/image_cache), built outside the clock
             "torch_trainable_layers": cfg["freeze"]["trainable_layers"], "keras_trainable_layers": 30,
             "pipeline_warmup": self.sizes.pipeline_warmup, "pipeline_batches": self.sizes.pipeline_batches,
@@ -604,11 +639,19 @@ class Bench:
         # Work per image (lower is better): a ratio that a busy shared machine distorts far less than images/s.
         results["training"]["cpu_ratio"] = _ratio(results["training"]["ours"]["cpu_ms_per_image"],
                                                   results["training"]["keras"]["cpu_ms_per_image"])
+        if not self.quick:  # torch.compile's first step takes minutes on a small CPU: not a smoke-test item
+            compiled = self.phase("train_ours_compiled", "training, ours with model.compile")
+            results["training"]["ours_compiled"] = compiled
+            results["training"]["ratio_compiled"] = _ratio(compiled["images_per_s"],
+                                                           results["training"]["keras"]["images_per_s"])
+            results["training"]["cpu_ratio_compiled"] = _ratio(compiled["cpu_ms_per_image"],
+                                                               results["training"]["keras"]["cpu_ms_per_image"])
         export = self.phase("export", "export-all with verification (ours)")
         export["wall_s"] = self.phase_wall_s["export"][-1]
         export["keras_tflite_convert_s"] = train[-1][1]["tflite_convert_s"]
         results["export"] = export
         results["inference"] = _inference_summary(self.phase("inference", "inference latency (all backends)"))
+        results["inference"]["tflite_pair"] = self.phase("tflite_pair", "TFLite float32, ours vs Keras, head to head")
         results["targets"] = _targets(results)
         return {
             "schema_version": SCHEMA_VERSION, "tool": "lit_garbage.bench", "quick": self.quick,
@@ -658,7 +701,7 @@ def _targets(r: dict) -> list[dict]:
     values = {
         "pipeline": r["pipeline"]["ratio"],
         "training": r["training"]["ratio"],
-        "tflite_float32": r["inference"]["ratio_vs_keras"]["tflite_float32"],
+        "tflite_float32": r["inference"]["tflite_pair"]["ratio"],
         "int8_vs_our_fp32": r["inference"]["int8_vs_our_fp32"],
         "int8_top1_agreement": r["inference"]["agreement"]["int8_vs_fp32_top1"],
     }
@@ -727,6 +770,12 @@ def render_table(result: dict):
     table.add_row("training step (ms, median)", num(t["ours"]["step_ms_median"], ".0f"),
                   num(t["keras"]["step_ms_median"], ".0f"), num(_ratio(t["ours"]["step_ms_median"],
                                                                       t["keras"]["step_ms_median"]), ".2f", "x"), "", "")
+    if "ours_compiled" in t:
+        table.add_row("training, ours with model.compile (images/s)", num(t["ours_compiled"]["images_per_s"]),
+                      num(t["keras"]["images_per_s"]), num(t["ratio_compiled"], ".2f", "x"), "", "")
+        table.add_row("training CPU time per image, ours with model.compile (ms)",
+                      num(t["ours_compiled"]["cpu_ms_per_image"], ".0f"), num(t["keras"]["cpu_ms_per_image"], ".0f"),
+                      num(t["cpu_ratio_compiled"], ".2f", "x"), "", "")
     if "cpu_ratio" in t:
         table.add_row("training CPU time per image, all processes (ms)", num(t["ours"]["cpu_ms_per_image"], ".0f"),
                       num(t["keras"]["cpu_ms_per_image"], ".0f"), num(t["cpu_ratio"], ".2f", "x"), "", "")
@@ -749,7 +798,14 @@ def render_table(result: dict):
                f"{num(inf['p10_ratio_vs_keras'][name], '.2f', 'x')}") if "p10_ms" in b else ""
         table.add_row(f"latency {label}{stat} (ms)", num(b["median_ms"], ".2f"), num(keras_ms, ".2f"),
                       num(inf["ratio_vs_keras"].get(name), ".2f", "x"),
-                      *(target("tflite_float32") if name == "tflite_float32" else ("", "")), p10)
+                      "", "", p10)
+        if name == "tflite_float32" and "tflite_pair" in inf:
+            pair = inf["tflite_pair"]
+            table.add_row("latency TFLite float32, ours vs Keras head to head (ms)", num(pair["ours"]["median_ms"], ".2f"),
+                          num(pair["keras"]["median_ms"], ".2f"), num(pair["ratio"], ".2f", "x"),
+                          *target("tflite_float32"),
+                          f"{num(pair['ours']['p10_ms'], '.2f')} / {num(pair['keras']['p10_ms'], '.2f')} = "
+                          f"{num(pair['p10_ratio'], '.2f', 'x')}")
     table.add_row("int8 latency / our float32", num(inf["ours"]["tflite_int8"]["median_ms"], ".2f"),
                   num(inf["ours"]["tflite_float32"]["median_ms"], ".2f") + " (ours fp32)",
                   num(inf["int8_vs_our_fp32"], ".2f", "x"), *target("int8_vs_our_fp32"))
