@@ -52,6 +52,8 @@ def config_problems(cfg: Any) -> list[str]:
     need("data.batch_size", isinstance(v, int) and v >= 1, "must be >= 1")
     v = _get(cfg, "data.num_workers")
     need("data.num_workers", isinstance(v, int) and v >= 0, "must be >= 0")
+    v = _get(cfg, "data.augment_on")
+    need("data.augment_on", v in (None, "auto", "cpu", "device"), "must be auto, cpu or device")
     v = _get(cfg, "data.split")
     need("data.split", v is not None and len(v) == 3 and all(_number(x) and x > 0 for x in v)
          and abs(sum(v) - 1) < 1e-6, "must be 3 positive train/val/test fractions summing to 1")

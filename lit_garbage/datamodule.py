@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from lit_garbage.batch_augment import BatchAugment, device_augment_blockers
 from lit_garbage.image_cache import CachedSplit, ImageCache, resolve_cache_dir
 from lit_garbage.manifest import (
     SPLITS,
@@ -19,7 +20,15 @@ from lit_garbage.manifest import (
     check_fractions,
     load_or_build_manifest,
 )
-from lit_garbage.transforms import Augment, eval_transform, load_rgb, train_transform
+from lit_garbage.transforms import (
+    Augment,
+    eval_transform,
+    load_rgb,
+    resize_uint8,
+    train_transform,
+)
+
+AUGMENT_ON = ("auto", "cpu", "device")
 
 
 class UnreadableImagesError(RuntimeError):
@@ -145,6 +154,10 @@ class GarbageDataModule(pl.LightningDataModule):
             cache lives there (shareable between runs: entries are keyed by manifest content and image size);
             `none`: decode every file every epoch. Costs 3 x image_size^2 bytes per image on disk
             (150 KB at 224 px). Not used for training with `augment.crop_scale` (the crop needs the full image).
+        augment_on: where the train-time augmentation runs. `cpu`: per image in the DataLoader workers;
+            `device`: per batch on the training device after the transfer (`lit_garbage.batch_augment`: the
+            workers only hand over uint8 pixels, so a GPU is not starved by a few CPU cores); `auto` (default):
+            `device` when training on an accelerator and the augment options allow it, else `cpu`.
     """
 
     def __init__(
@@ -160,6 +173,7 @@ class GarbageDataModule(pl.LightningDataModule):
         dedupe: bool = False,
         near_duplicate_distance: int | None = 4,
         cache: str | None = "auto",
+        augment_on: str = "auto",
     ) -> None:
         super().__init__()
         if image_size < 32:
@@ -171,6 +185,10 @@ class GarbageDataModule(pl.LightningDataModule):
         if near_duplicate_distance is not None and not 0 <= near_duplicate_distance <= 32:
             raise ValueError(f"data.near_duplicate_distance must be in [0, 32] or null, got {near_duplicate_distance}")
         check_fractions(split)
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
+        if augment_on == "device" and augment.enabled and device_augment_blockers(augment):
+            BatchAugment(augment)  # raises, naming the options
         self.save_hyperparameters()
         self.root = Path(root)
         self.manifest_path = manifest
@@ -185,6 +203,8 @@ class GarbageDataModule(pl.LightningDataModule):
         self.loader_seed = torch.initial_seed() % 2**31
         self.near_duplicate_distance = near_duplicate_distance
         self.cache = cache
+        self.augment_on = augment_on
+        self.batch_augment: BatchAugment | None = None  # set by train_dataloader() when augmenting on the device
         self._cached_splits: dict[str, CachedSplit | None] = {}
 
     @functools.cached_property
@@ -228,19 +248,33 @@ class GarbageDataModule(pl.LightningDataModule):
                 if not cache.is_complete(split):
                     self.cached_split(split)
 
-    def dataset(self, split: str, train: bool | None = None) -> ManifestDataset:
+    def augments_on_device(self) -> bool:
+        """Whether the train batches are augmented on the training device (see `augment_on`)."""
+        if self.augment_on == "cpu" or not self.augment.enabled:
+            return False
+        if self.augment_on == "device":
+            return True
+        trainer = self.trainer
+        return (trainer is not None and trainer.strategy.root_device.type != "cpu"
+                and not device_augment_blockers(self.augment))
+
+    def dataset(self, split: str, train: bool | None = None, on_device: bool = False) -> ManifestDataset:
+        """One split's images; `on_device`: train images as uint8 pixels, for `BatchAugment` after the transfer."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}', expected one of {SPLITS}")
         augment = split == "train" if train is None else train
-        tf = train_transform(self.image_size, self.augment) if augment else eval_transform(self.image_size)
+        if augment and on_device:
+            tf = resize_uint8(self.image_size)
+        else:
+            tf = train_transform(self.image_size, self.augment) if augment else eval_transform(self.image_size)
         # A random resized crop cuts from the full-resolution image: cached pixels (already at image_size)
         # would give a blurrier crop, so that transform reads the files.
         crops = augment and self.augment.enabled and getattr(self.augment, "crop_scale", None) is not None
         return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf,
                                cache=None if crops else self.cached_split(split))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
+    def _loader(self, split: str, shuffle: bool, on_device: bool = False) -> DataLoader:
+        dataset = self.dataset(split, on_device=on_device)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -253,7 +287,16 @@ class GarbageDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        on_device = self.augments_on_device()
+        self.batch_augment = BatchAugment(self.augment) if on_device else None
+        return self._loader("train", shuffle=True, on_device=on_device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Only train batches come as uint8 (and only when augmenting on the device).
+        images, labels = batch
+        if self.batch_augment is not None and images.dtype == torch.uint8:
+            return self.batch_augment(images), labels
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -57,13 +57,14 @@ def load_rgb(path: str | Path) -> Image.Image:
         return im.convert("RGB")
 
 
+def resize_uint8(image_size: int) -> v2.Compose:
+    """PIL RGB image (or cached uint8 tensor) -> uint8 CHW tensor at image_size x image_size."""
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+
+
 def eval_transform(image_size: int) -> v2.Compose:
     """PIL RGB image -> float32 CHW tensor in [0, 1] at image_size x image_size."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    return v2.Compose([*resize_uint8(image_size).transforms, v2.ToDtype(torch.float32, scale=True)])
 
 
 class RandomChannelShift(v2.Transform):

@@ -138,3 +138,30 @@ def test_keras_generator_uses_the_projects_augmentation_amounts():
 def test_bench_cli_defaults():
     args = build_parser().parse_args([])
     assert args.quick is False and args.out == Path("bench.json") and args.repeats == 1
+
+
+def test_gpu_bench_script_runs_on_the_cpu_and_writes_its_table(tmp_path):
+    """`scripts/bench_gpu.py` is measured on a GPU; here its code path runs on the CPU (`--device cpu`)."""
+    out = tmp_path / "bench_gpu.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_gpu.py"), "--device", "cpu", "--per-class", "12",
+           "--image-size", "32", "--warmup", "1", "--steps", "2", "--rows", "1,3", "--workers", "1",
+           "--loader-batches", "2", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["loader only, cpu augmentation", "loader only, device augmentation",
+                     "seed as written (fp32, batch 32, CPU augmentation)", "bf16, batch 32, GPU augmentation"]
+    assert all(_positive(r["images_per_s"]) for r in result["rows"])
+    assert [r.get("augmented_on") for r in result["rows"][2:]] == ["cpu", "device"]
+    assert "images/s" in proc.stdout
+
+
+def test_gpu_bench_without_a_gpu_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from lit_garbage import bench_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_gpu.main(["--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
