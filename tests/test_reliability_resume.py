@@ -14,12 +14,12 @@ import torch
 from lit_garbage.callbacks import AtomicCheckpointIO
 from tests.conftest import REPO, fit_args
 
-EPOCHS = 3
+EPOCHS = 3  # early-stopping patience too: no run stops early, so both runs write last.ckpt at the same epochs
 
 
 def _cmd(root, run_dir, *extra):
     return [sys.executable, str(REPO / "scripts" / "fit.py"),
-            *fit_args(root, run_dir, "--trainer.max_epochs", str(EPOCHS), "--early_stopping.patience", "1",
+            *fit_args(root, run_dir, "--trainer.max_epochs", str(EPOCHS), "--early_stopping.patience", str(EPOCHS),
                       "--data.batch_size", "8", "--model.lr", "0.002", *extra)]
 
 
