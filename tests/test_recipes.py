@@ -144,6 +144,13 @@ def test_compare_keras_trains_both_sides_from_the_same_backbone(synthetic_root, 
     compare_keras.main(["--data", str(synthetic_root), "--seeds", "0", "--image-size", "64", "--epochs", "1",
                         "--num-workers", "0", "--out", str(out)])
     assert (out / "faithful-seed0" / "score.json").stat().st_mtime == before
+    # The Keras side with another BatchNorm momentum is its own row and run folder.
+    assert compare_keras.main(["--data", str(synthetic_root), "--seeds", "0", "--image-size", "64", "--epochs", "1",
+                               "--num-workers", "0", "--out", str(out), "--only", "keras",
+                               "--keras-bn-momentum", "0.9"]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert [r["name"] for r in result["rows"]] == [f"{compare_keras.NAMES[1]}, BN momentum 0.9"]
+    assert result["keras_bn_momentum"] == 0.9 and (out / "keras-bnm0.9-seed0" / "score.json").is_file()
 
 
 def test_keras_recipe_starts_from_the_same_backbone_weights_as_torch():
