@@ -78,10 +78,8 @@ class BatchAugment(nn.Module):
         return [{"angle": angle, "translate": (int(tx), int(ty)), "scale": scale, "shear": (shear, 0.0)}
                 for angle, tx, ty, scale, shear in rows]
 
-    def warp(self, images: torch.Tensor, params: list[dict] | None = None, theta: torch.Tensor | None = None):
-        """Float images warped by affine parameters (one dict per image) or their `affine_theta` (on the device)."""
-        if theta is None:
-            theta = affine_theta(params, images.shape[-2:]).to(images.device)
+    def warp(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Float images warped by their (B, 2, 3) `affine_theta` matrices, Keras- or black-filled."""
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         if self.aug.fill == "nearest":
             return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -107,7 +105,7 @@ class BatchAugment(nn.Module):
         draws[:, 8].uniform_(*aug.brightness)
         draws = _to(draws, x.device).view(b, 9, 1, 1)
         if aug.affine:
-            x = self.warp(x, theta=draws[:, :6].reshape(b, 2, 3))
+            x = self.warp(x, draws[:, :6].reshape(b, 2, 3))
         if aug.channel_shift:  # Keras apply_channel_shift: one value for all channels, clipped to the image's range
             lo = x.amin(dim=(1, 2, 3), keepdim=True)
             hi = x.amax(dim=(1, 2, 3), keepdim=True)

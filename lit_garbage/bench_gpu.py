@@ -2,8 +2,8 @@
 
 Each row is a short Lightning fit of the seed recipe (timm MobileNetV2 + the seed head, last 21 weighted
 layers trainable, class weights, Adam) on the same images with one set of speed switches: precision, batch
-size, where the augmentation runs (`data.augment_on`), `model.compile`; cuDNN autotuning on (`trainer.benchmark`). Images/s are counted after a warm-up,
-between two CUDA synchronisations; GPU utilisation is the driver's busy fraction (NVML) sampled during the
+size, where the augmentation runs (`data.augment_on`), `model.compile`; cuDNN autotuning on (`trainer.benchmark`).
+Images/s are counted after a warm-up, between two CUDA synchronisations; GPU utilisation is the driver's busy fraction (NVML) sampled during the
 timed steps. A "loader only" row per augmentation placement shows what the input pipeline alone can deliver.
 Writes `bench_gpu.json`. Without a GPU it stops with a clear message (the CPU comparison is `scripts/bench.py`);
 `--device cpu` runs the same code on the CPU, as a smoke test of the script.
@@ -22,9 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lit_garbage.bench import _forever
-
-SEED_TRAINABLE_LAYERS = 21  # configs/seed.yaml: Keras's last 30 layers
+from lit_garbage.bench import _forever, seed_config
 
 
 @dataclass(frozen=True)
@@ -81,9 +79,11 @@ class UtilisationSampler:
 
 def _datamodule(root: Path, manifest: Path, image_size: int, row: Row, workers: int):
     from lit_garbage.datamodule import GarbageDataModule
+    from lit_garbage.transforms import Augment
 
     return GarbageDataModule(str(root), manifest=str(manifest), image_size=image_size, batch_size=row.batch_size,
-                             num_workers=workers, augment_on=row.augment_on)
+                             num_workers=workers, augment=Augment(**seed_config()["data"]["augment"]),
+                             augment_on=row.augment_on)
 
 
 def _sync(device: str) -> None:
@@ -117,10 +117,11 @@ def train_row(root: Path, manifest: Path, image_size: int, row: Row, workers: in
 
     model = GarbageClassifier(dm.class_names, image_size=image_size, class_weights=dm.class_weights,
                               keras_compat=True, compile=row.compile)
-    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=row.precision, max_steps=warmup + steps,
+    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=row.precision,
+                         max_steps=warmup + steps,
                          limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, benchmark=device == "cuda",
-                         callbacks=[FreezeBackbone(SEED_TRAINABLE_LAYERS), Clock()])
+                         callbacks=[FreezeBackbone(seed_config()["freeze"]["trainable_layers"]), Clock()])
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with sampler:
@@ -138,8 +139,9 @@ def loader_row(root: Path, manifest: Path, image_size: int, augment_on: str, bat
     row = Row(f"loader only, {augment_on} augmentation", batch_size, "-", augment_on)
     dm = _datamodule(root, manifest, image_size, row, workers)
     dm.prepare_data()
-    it = _forever(dm.train_dataloader())
-    for _ in range(workers * 2 + 2):  # the workers' first, prefetched batches
+    loader = dm.train_dataloader()
+    it = _forever(loader)
+    for _ in range(workers * (loader.prefetch_factor or 0) + 2):  # the workers' first, prefetched batches
         next(it)
     start, seen = time.perf_counter(), 0
     for _ in range(batches):

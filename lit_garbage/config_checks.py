@@ -16,6 +16,7 @@ from typing import Any
 
 # What GarbageClassifier logs (module.py `_step`): the only names EarlyStopping / ModelCheckpoint can watch.
 LOGGED_METRICS = ("train_loss", "train_loss_step", "train_loss_epoch", "train_acc", "val_loss", "val_acc")
+AUGMENT_ON = ("auto", "cpu", "device")  # data.augment_on: where the train-time augmentation runs
 MIN_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; smaller inputs end with an empty feature map
 
 
@@ -53,7 +54,7 @@ def config_problems(cfg: Any) -> list[str]:
     v = _get(cfg, "data.num_workers")
     need("data.num_workers", isinstance(v, int) and v >= 0, "must be >= 0")
     v = _get(cfg, "data.augment_on")
-    need("data.augment_on", v in (None, "auto", "cpu", "device"), "must be auto, cpu or device")
+    need("data.augment_on", v is None or v in AUGMENT_ON, f"must be one of {', '.join(AUGMENT_ON)}")
     v = _get(cfg, "data.split")
     need("data.split", v is not None and len(v) == 3 and all(_number(x) and x > 0 for x in v)
          and abs(sum(v) - 1) < 1e-6, "must be 3 positive train/val/test fractions summing to 1")

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_garbage.batch_augment import BatchAugment, device_augment_blockers
+from lit_garbage.config_checks import AUGMENT_ON
 from lit_garbage.image_cache import CachedSplit, ImageCache, resolve_cache_dir
 from lit_garbage.manifest import (
     SPLITS,
@@ -27,8 +28,6 @@ from lit_garbage.transforms import (
     resize_uint8,
     train_transform,
 )
-
-AUGMENT_ON = ("auto", "cpu", "device")
 
 
 class UnreadableImagesError(RuntimeError):
@@ -187,8 +186,8 @@ class GarbageDataModule(pl.LightningDataModule):
         check_fractions(split)
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
-        if augment_on == "device" and augment.enabled and device_augment_blockers(augment):
-            BatchAugment(augment)  # raises, naming the options
+        if augment_on == "device" and augment.enabled:
+            BatchAugment(augment)  # refuses, up front, the options that need the CPU
         self.save_hyperparameters()
         self.root = Path(root)
         self.manifest_path = manifest

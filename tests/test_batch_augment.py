@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lit_garbage.batch_augment import BatchAugment
+from lit_garbage.batch_augment import BatchAugment, affine_theta
 from lit_garbage.config_checks import config_problems
 from lit_garbage.datamodule import GarbageDataModule
 from lit_garbage.module import GarbageClassifier
@@ -27,7 +27,7 @@ def test_batch_warp_equals_the_per_image_affine(fill):
     images = _smooth_images(6)
     params = batch_aug.affine_params(images)
     assert len({p["angle"] for p in params}) == 6  # one draw per image
-    warped = batch_aug.warp(images.float() / 255, params)
+    warped = batch_aug.warp(images.float() / 255, affine_theta(params, (48, 48)))
     for i, p in enumerate(params):
         expected = per_image.transform(images[i], p).float() / 255  # the CPU path rounds to uint8 here
         assert (warped[i] - expected).abs().max() <= 0.5 / 255 + 1e-6, (fill, i)
