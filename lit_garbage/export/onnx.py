@@ -24,7 +24,7 @@ from typing import Mapping
 import onnx
 import torch
 
-from lit_garbage.model import GarbageNet, Probabilities
+from lit_garbage.models.network import GarbageNet, Probabilities
 
 OPSET = 18
 INPUT_NAME = "images"
@@ -67,15 +67,3 @@ def export_onnx(net: GarbageNet, image_size: int, path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
     return path
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, object]:
-    """metadata_props of an ONNX file, JSON values decoded where they parse."""
-    model = onnx.load(str(path), load_external_data=False)
-    out: dict[str, object] = {}
-    for prop in model.metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            out[prop.key] = prop.value
-    return out

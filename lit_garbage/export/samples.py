@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lit_garbage.manifest import Manifest, Record
-from lit_garbage.transforms import eval_transform, load_rgb
+from lit_garbage.data.manifest import Manifest, Record
+from lit_garbage.data.transforms import eval_transform, load_rgb
 
 
 class SampleError(RuntimeError):

@@ -20,8 +20,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.backends import Backend, BackendUnavailableError, ModelFileError, load_backend
-from lit_garbage.export.metadata import FORMATS
+from lit_garbage.artifacts import FORMATS
+from lit_garbage.inference.backends import (
+    Backend,
+    BackendUnavailableError,
+    ModelFileError,
+    load_backend,
+)
 
 VERIFY_JSON = "verify.json"
 VERIFY_MD = "verify.md"

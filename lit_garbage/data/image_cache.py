@@ -1,0 +1,219 @@
+"""Decoded-image cache: every image of a split decoded and resized ONCE into a uint8 store reused across epochs.
+
+Without it, every epoch decodes every JPEG/PNG again (`transforms.load_rgb`) and resizes it to the model's
+size, which is most of the input pipeline's work. With it, a split is one file of raw pixels that the
+DataLoader workers read through a memory map (the OS page cache shares it between processes), and the
+train / eval transforms run on the cached uint8 CHW tensor.
+
+Layout (one folder per manifest content + image size, so a changed manifest or size never reads stale pixels):
+
+    <cache dir>/images-<size>px-<key>/
+        train.npy    uint8 [N, 3, size, size], row i = record i of the split, in manifest order
+        train.json   the index: format version, key, size, count, per image ok (decoded) and the file's
+                     (bytes, mtime_ns) when it was decoded; written last, so its presence means complete
+        val.npy, val.json, test.npy, test.json
+
+`<key>` is a sha256 over the cache format version, the image size and the manifest's records (path, class,
+split, bytes, sha256 of every file): any edit of the manifest (another split, added or removed images, a
+file re-hashed) gives another folder. Files are written to a temporary name and renamed into place
+(atomic), so an interrupted build leaves no half file, and two processes building the same split at once
+(DDP ranks on separate nodes sharing a folder) both produce the same complete file.
+
+Numerically identical to the uncached path: the store holds exactly `v2.Resize(antialias=True)` of
+`v2.ToImage()(load_rgb(path))`, which is the first two steps of both transforms; on the cached tensor those
+steps are no-ops (torchvision returns a tensor that already has the target size unchanged), so eval tensors
+are bit-identical and train tensors are identical for the same random state (tests/test_image_cache.py).
+
+Images that cannot be decoded when the cache is built, or whose file changed (size or mtime) since, are marked
+not-ok and read from the file as before (with the dataset's unreadable-file fallback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CACHE_VERSION = 1
+CACHE_SUBDIR = "image_cache"  # "auto": <folder of the manifest file>/image_cache
+HIDDEN_CACHE_SUBDIR = ".image_cache"  # the same inside the dataset root, where a visible folder would be a class
+
+
+def cache_key(records: Sequence, image_size: int) -> str:
+    """sha256 (first 16 hex digits) over the format version, the image size and every record of the manifest."""
+    h = hashlib.sha256(f"lit_garbage image cache v{CACHE_VERSION} size={image_size}\n".encode())
+    for r in records:
+        h.update(f"{r.path}\t{r.label}\t{r.split}\t{r.bytes}\t{r.sha256}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def resize_uint8(image, image_size: int) -> torch.Tensor:
+    """PIL RGB image -> uint8 CHW tensor at image_size x image_size: the first two steps of every transform."""
+    from torchvision.transforms import v2
+
+    return v2.functional.resize(v2.functional.to_image(image), [image_size, image_size], antialias=True)
+
+
+def _file_stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+class _Decode(torch.utils.data.Dataset):
+    """(index, uint8 CHW tensor or None, file stat before decoding) for the cache build (run by DataLoader workers)."""
+
+    def __init__(self, root: Path, paths: Sequence[str], image_size: int) -> None:
+        self.root, self.paths, self.image_size = root, list(paths), image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from lit_garbage.data.transforms import load_rgb
+
+        path = self.root / self.paths[i]
+        stat = _file_stat(path)
+        try:
+            return i, resize_uint8(load_rgb(path), self.image_size), stat
+        except Exception:  # noqa: BLE001 - the dataset reads (and reports) this file itself at training time
+            return i, None, stat
+
+
+@dataclass
+class CachedSplit:
+    """One split's cached pixels: `get(i)` is record i as a uint8 CHW tensor, or None (read the file instead).
+
+    Picklable for DataLoader workers: the memory map is opened lazily, once per process.
+    """
+
+    array_path: str
+    ok: np.ndarray  # bool [N]
+    image_size: int
+
+    def __post_init__(self) -> None:
+        self._array = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_array"] = None  # every worker opens its own map
+        return state
+
+    def __len__(self) -> int:
+        return len(self.ok)
+
+    def get(self, i: int) -> torch.Tensor | None:
+        if not self.ok[i]:
+            return None
+        if self._array is None:
+            self._array = np.load(self.array_path, mmap_mode="r")
+        return torch.from_numpy(np.array(self._array[i]))  # a private copy: the map is read-only
+
+
+class ImageCache:
+    """The cache folder of one (manifest, image size): builds missing splits, opens complete ones."""
+
+    def __init__(self, cache_dir: str | Path, root: str | Path, records: Sequence, image_size: int) -> None:
+        self.records = list(records)
+        self.key = cache_key(self.records, image_size)
+        self.dir = Path(cache_dir) / f"images-{image_size}px-{self.key}"
+        self.root = Path(root)
+        self.image_size = image_size
+
+    def paths(self, split: str) -> tuple[Path, Path]:
+        return self.dir / f"{split}.npy", self.dir / f"{split}.json"
+
+    def _index(self, split: str, count: int) -> dict | None:
+        array, index = self.paths(split)
+        try:
+            meta = json.loads(index.read_text())
+        except (OSError, ValueError):
+            return None
+        if (meta.get("version") != CACHE_VERSION or meta.get("key") != self.key or meta.get("count") != count
+                or meta.get("image_size") != self.image_size or not array.is_file()):
+            return None
+        return meta
+
+    def is_complete(self, split: str) -> bool:
+        return self._index(split, len([r for r in self.records if r.split == split])) is not None
+
+    def split(self, split: str, workers: int = 0) -> CachedSplit:
+        """The cached split, built first when missing or incomplete."""
+        paths = [r.path for r in self.records if r.split == split]
+        meta = self._index(split, len(paths))
+        if meta is None:
+            meta = self.build(split, paths, workers)
+        ok = np.array(meta["ok"], dtype=bool)
+        # A file replaced since it was decoded: read it again instead of serving the old pixels.
+        for i, (path, stat) in enumerate(zip(paths, meta["stat"])):
+            if ok[i] and tuple(stat) != _file_stat(self.root / path):
+                ok[i] = False
+        return CachedSplit(str(self.paths(split)[0]), ok, self.image_size)
+
+    def build(self, split: str, paths: list[str], workers: int = 0) -> dict:
+        array_path, index_path = self.paths(split)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        n, s = len(paths), self.image_size
+        ok = [False] * n
+        stat: list[tuple[int, int]] = [(-1, -1)] * n
+        fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npy.tmp", dir=self.dir)
+        os.close(fd)
+        try:
+            store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
+            loader = torch.utils.data.DataLoader(_Decode(self.root, paths, s), batch_size=None,
+                                                 num_workers=min(workers, n))
+            for i, image, st in loader:
+                stat[i] = st
+                if image is not None:
+                    store[i] = image.numpy()
+                    ok[i] = True
+            store.flush()
+            del store
+            os.replace(tmp, array_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {"version": CACHE_VERSION, "key": self.key, "image_size": s, "count": n, "split": split,
+                "root": str(self.root), "ok": ok, "stat": stat}
+        fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".json.tmp", dir=self.dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, index_path)
+        return meta
+
+
+def resolve_cache_dir(cache: str | None, manifest_path: str | Path | None, image_size: int,
+                      total_images: int, root: str | Path | None = None) -> Path | None:
+    """Where the cache of a data module lives, or None for no cache (see `GarbageDataModule`'s `cache`)."""
+    if cache is None or str(cache).lower() in ("none", "off", "false", ""):
+        return None
+    if str(cache).lower() != "auto":
+        return Path(cache)
+    if manifest_path is None:  # no run directory owns a cache: decode as before
+        return None
+    parent = Path(manifest_path).resolve().parent
+    inside_root = root is not None and parent.is_relative_to(Path(root).resolve())
+    folder = parent / (HIDDEN_CACHE_SUBDIR if inside_root else CACHE_SUBDIR)
+    need = total_images * 3 * image_size * image_size
+    probe = folder if folder.exists() else folder.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return folder
+    if need > free // 2:
+        warnings.warn(f"data.cache auto: the decoded images would take {need / 2**30:.1f} GiB, more than half of "
+                      f"the {free / 2**30:.1f} GiB free under {probe}; decoding every epoch instead (set data.cache "
+                      "to a folder with room to cache)", stacklevel=2)
+        return None
+    return folder

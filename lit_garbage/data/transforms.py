@@ -1,0 +1,212 @@
+"""The one preprocessing contract (RGB, EXIF orientation applied, resized, [0, 1]) and the seed's augmentation.
+
+Every consumer, training, evaluation, prediction on any backend and the export calibration, goes
+through `load_rgb` + `eval_transform`, so there is a single definition of what a model input is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+# Images larger than this (longest side, pixels) are decoded at a reduced scale: JPEGs through the
+# decoder's DCT scaling (`draft`, 1/2 .. 1/8, never below this size), others by an integer `reduce`.
+# Models see at most a few hundred pixels, so nothing is lost, and an 8000x6000 photo costs
+# ~4x less memory and time. PIL's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on.
+MAX_DECODE_SIDE = 2048
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white,
+    16-bit samples scaled (65535 -> 255), CMYK / palette / greyscale converted, huge images reduced.
+
+    Raises the decoder's own error (OSError, ValueError, Image.DecompressionBombError, ...) for a
+    file that cannot be read; the dataset scan (`lit_garbage.data.manifest`) turns those into skipped.csv rows.
+    """
+    with Image.open(path) as im:
+        longest = max(im.size)
+        if longest > MAX_DECODE_SIDE and im.format == "JPEG":
+            im.draft(None, (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
+        im.load()
+        if max(im.size) > MAX_DECODE_SIDE:
+            factor = max(im.size) // MAX_DECODE_SIDE
+            if factor > 1:
+                im = im.reduce(factor) if im.mode not in ("P", "1") else im.convert("RGBA").reduce(factor)
+        im = ImageOps.exif_transpose(im)
+        if im.mode in _SIXTEEN_BIT or im.mode in ("I", "F"):
+            # 16-bit greyscale: a fixed 65535 -> 255 scale (not a per-image stretch, which would
+            # brighten a dark photo). 32-bit int / float data beyond 16 bits is scaled by its maximum.
+            arr = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if (im.mode in _SIXTEEN_BIT or 255 < arr.max() <= 65535) else max(arr.max(), 255.0)
+            if im.mode == "F" and arr.max() <= 1.0:
+                top = 1.0
+            im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "La", "RGBa"):
+            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(background, im.convert("RGBA"))
+        return im.convert("RGB")
+
+
+def resize_uint8(image_size: int) -> v2.Compose:
+    """PIL RGB image (or cached uint8 tensor) -> uint8 CHW tensor at image_size x image_size."""
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """PIL RGB image -> float32 CHW tensor in [0, 1] at image_size x image_size."""
+    return v2.Compose([*resize_uint8(image_size).transforms, v2.ToDtype(torch.float32, scale=True)])
+
+
+class RandomChannelShift(v2.Transform):
+    """Keras `channel_shift_range`: add one uniform value in [-intensity, intensity] to every channel,
+    then clip to the image's own range (Keras `apply_channel_shift`). Intensity is in [0, 1] units."""
+
+    def __init__(self, intensity: float) -> None:
+        super().__init__()
+        self.intensity = intensity
+
+    def make_params(self, flat_inputs):
+        return {"shift": float(torch.empty(1).uniform_(-self.intensity, self.intensity))}
+
+    def transform(self, inpt, params):
+        if not isinstance(inpt, torch.Tensor) or not inpt.is_floating_point():
+            return inpt
+        return (inpt + params["shift"]).clamp(inpt.min(), inpt.max())
+
+
+# torchvision v2 automatic augmentation policies, by config name.
+AUTO_AUGMENT = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment,
+                "augmix": v2.AugMix, "autoaugment": v2.AutoAugment}
+
+
+@dataclass
+class Augment:
+    """Train-time augmentation: the seed's ImageDataGenerator settings in torchvision terms, plus options.
+
+    The seed fixes rotation (25 degrees), width/height shift (0.15) and horizontal flip; it names
+    shear, zoom, channel shift and brightness without amounts, so these defaults are the common
+    Keras-tutorial values: shear 10 degrees (Keras's shear_range is in degrees), zoom +-20 %,
+    channel shift 20/255 (Keras's range is in 0-255 pixel units) and brightness 0.8-1.2.
+    Set `enabled: false` for no augmentation.
+
+    Beyond the seed (all off by default): `crop_scale` (low, high) takes a RandomResizedCrop of that
+    area fraction instead of the plain resize; `auto` adds a torchvision policy (`trivialaugment`,
+    `randaugment`, `augmix`, `autoaugment`) on the uint8 image; `erasing` is RandomErasing's probability.
+    The affine step runs only when one of rotation / shift / shear / zoom is non-zero. `fill` is what
+    it shows beyond the image's edges: `nearest` (the edge pixels repeated outwards, Keras
+    ImageDataGenerator's default `fill_mode`, so the seed's) or `black` (torchvision's constant fill).
+    """
+
+    enabled: bool = True
+    rotation: float = 25.0
+    shift: float = 0.15
+    shear: float = 10.0
+    zoom: float = 0.2
+    channel_shift: float = 20 / 255
+    brightness: tuple[float, float] = (0.8, 1.2)
+    horizontal_flip: bool = True
+    crop_scale: tuple[float, float] | None = None
+    auto: str | None = None
+    erasing: float = 0.0
+    fill: str = "nearest"
+
+    def __post_init__(self) -> None:
+        for key in ("rotation", "shift", "shear", "zoom", "channel_shift"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"data.augment.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.zoom < 1:
+            raise ValueError(f"data.augment.zoom must be in [0, 1), got {self.zoom}")
+        lo, hi = self.brightness
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.augment.brightness must be (low, high) with 0 < low <= high, got {self.brightness}")
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"data.augment.crop_scale must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {self.crop_scale}")
+        if self.auto is not None and self.auto not in AUTO_AUGMENT:
+            raise ValueError(f"data.augment.auto must be one of {sorted(AUTO_AUGMENT)} or null, got {self.auto!r}")
+        if self.fill not in ("black", "nearest"):
+            raise ValueError(f"data.augment.fill must be 'black' or 'nearest', got {self.fill!r}")
+        if not 0 <= self.erasing <= 1:
+            raise ValueError(f"data.augment.erasing must be a probability in [0, 1], got {self.erasing}")
+
+    @property
+    def affine(self) -> bool:
+        return any((self.rotation, self.shift, self.shear, self.zoom))
+
+
+# Keras's ImageDataGenerator warps with linear interpolation (`interpolation_order=1`); torchvision's
+# RandomAffine defaults to nearest neighbour, which leaves jagged edges on every rotated training image.
+BILINEAR = v2.InterpolationMode.BILINEAR
+
+
+class RandomAffineEdgeFill(v2.RandomAffine):
+    """`v2.RandomAffine` (same parameters, same random draws) whose outside repeats the nearest edge pixel,
+    Keras ImageDataGenerator's default `fill_mode="nearest"`: the warp's sampling grid is clamped to the
+    border (`grid_sample(padding_mode="border")`). torchvision fills only with a constant; padding the image
+    with its edges first and cropping after gives the same picture at ~4x the cost.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, interpolation=BILINEAR, **kwargs)
+
+    def transform(self, inpt, params):
+        if not isinstance(inpt, torch.Tensor) or inpt.ndim != 3:
+            return super().transform(inpt, params)
+        from torchvision.transforms.v2.functional._geometry import (
+            _affine_grid,
+            _get_inverse_affine_matrix,
+        )
+
+        _, h, w = inpt.shape
+        matrix = _get_inverse_affine_matrix([0.0, 0.0], params["angle"], [float(t) for t in params["translate"]],
+                                            params["scale"], list(params["shear"]))
+        theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
+        grid = _affine_grid(theta, w=w, h=h, ow=w, oh=h)
+        image = inpt.unsqueeze(0).float()
+        out = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if not inpt.is_floating_point():
+            out = out.round_().clamp_(0, 255)
+        out = out.squeeze(0).to(inpt.dtype)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def _affine(image_size: int, aug: Augment) -> list:
+    """The seed's random affine, filled beyond the edges with black (torchvision's constant) or Keras's nearest."""
+    kind = RandomAffineEdgeFill if aug.fill == "nearest" else partial(v2.RandomAffine, interpolation=BILINEAR)
+    return [kind(degrees=aug.rotation, translate=(aug.shift, aug.shift), scale=(1 - aug.zoom, 1 + aug.zoom),
+                 shear=aug.shear)]
+
+
+def train_transform(image_size: int, aug: Augment) -> v2.Compose:
+    """Resize first (as Keras's flow_from_directory does), then augment at the target size."""
+    if not aug.enabled:
+        return eval_transform(image_size)
+    steps: list = [v2.ToImage()]
+    if aug.crop_scale is not None:
+        steps.append(v2.RandomResizedCrop((image_size, image_size), scale=tuple(aug.crop_scale), antialias=True))
+    else:
+        steps.append(v2.Resize((image_size, image_size), antialias=True))
+    if aug.affine:
+        steps += _affine(image_size, aug)
+    if aug.auto is not None:
+        steps.append(AUTO_AUGMENT[aug.auto]())
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if aug.channel_shift:
+        steps.append(RandomChannelShift(aug.channel_shift))
+    if aug.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if tuple(aug.brightness) != (1.0, 1.0):
+        steps.append(v2.ColorJitter(brightness=aug.brightness))
+    if aug.erasing:
+        steps.append(v2.RandomErasing(p=aug.erasing, value=0.5))
+    return v2.Compose(steps)

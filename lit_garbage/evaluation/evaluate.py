@@ -1,0 +1,497 @@
+"""`lit-garbage-evaluate` / `scripts/evaluate.py`: the seed's report for any model file, on the run's own split.
+
+    python scripts/evaluate.py --model runs/demo/export/model_int8.tflite            # test split
+    python scripts/evaluate.py --model runs/demo/model.ckpt --split val test --out eval/demo
+
+The backend comes from the path (`load_backend`). The images come from the run's split manifest,
+found through the model: a checkpoint's `datamodule_hyper_parameters` (dataset root + manifest), or
+an export's metadata.json (manifest file and the checkpoint it was made from, which names the
+dataset root). `--data ROOT` overrides the root; with no manifest at all, every image under ROOT
+is evaluated (split "all"). Every image goes through the one preprocessing contract.
+
+Writes into --out: `report.md` (accuracy, per-class precision/recall/F1 with macro and weighted
+averages as in SPEC.md, side by side with the seed's numbers), `metrics.json`, and per split
+`confusion_<split>.png` (counts + row-normalised), `worst_<split>.png` (the most confidently wrong
+images) and `predictions_<split>.csv`. Metrics come from scikit-learn.
+
+Exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lit_garbage.data.manifest import (
+    DatasetError,
+    Manifest,
+    Record,
+    file_hash,
+    scan_image_folder,
+)
+from lit_garbage.evaluation import seed_reference
+
+WORST_COUNT = 12
+ALL_SPLIT = "all"
+
+EPILOG = """examples:
+  # the checkpoint on its run's test split (dataset and split manifest found through the checkpoint)
+  lit-garbage-evaluate --model runs/demo/model.ckpt
+
+  # an exported format: the same images, the same report
+  lit-garbage-evaluate --model runs/demo/export/model_int8.tflite --out eval/int8
+
+  # validation and test splits; the dataset moved since training
+  lit-garbage-evaluate --model runs/demo/export/model.onnx --split val test --data /data/garbage
+
+  # any folder of class folders, every image (no split manifest needed)
+  lit-garbage-evaluate --model runs/demo/export/tfjs --data photos/ --split all
+
+outputs (in --out, default RUN/eval/<model>): report.md, metrics.json, confusion_<split>.png,
+worst_<split>.png, predictions_<split>.csv. The seed's reported numbers (SPEC.md) are shown beside ours.
+exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data cannot be used.
+"""
+
+
+class DataError(RuntimeError):
+    """The images to evaluate cannot be found; the message says what to pass."""
+
+
+@dataclass
+class RunDataset:
+    root: Path
+    manifest: Manifest
+    manifest_path: Path | None  # None: a plain folder scan (split "all")
+    source: str  # how they were found, for the report
+    warnings: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+# ---------------------------------------------------------------- finding the run's data
+
+
+def _checkpoint_info(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return {}
+    return ckpt if isinstance(ckpt, dict) else {}
+
+
+def _folder_manifest(root: Path) -> Manifest:
+    class_names, samples, _skipped = scan_image_folder(root)  # unreadable files are left out
+    records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, probe.bytes, probe.sha256)
+                    for p, label, probe in samples)
+    return Manifest(tuple(class_names), records)
+
+
+def resolve_data(backend, model_path: str | Path, data_root: str | Path | None = None,
+                 manifest: str | Path | None = None, whole_folder: bool = False) -> RunDataset:
+    """Dataset root + split manifest for a loaded model (see the module docstring for the search order)."""
+    from lit_garbage.artifacts import locate_metadata
+
+    model_path = Path(model_path)
+    warnings: list[str] = []
+    dm: dict[str, Any] = {}
+    candidates: list[Path] = []
+    expected_sha = None
+    run_dir = None
+    if manifest:
+        candidates.append(Path(manifest))
+    if backend.kind == "torch":
+        dm = (getattr(backend, "checkpoint", None) or {}).get("datamodule_hyper_parameters") or {}
+        run_dir = model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
+        if dm.get("manifest"):
+            candidates.append(Path(dm["manifest"]))
+        candidates += [model_path.parent / "split.csv", model_path.parent.parent / "split.csv"]
+    else:
+        meta, export_dir = locate_metadata(model_path) or ({}, None)
+        if export_dir is not None:
+            run_dir = export_dir.parent
+            name = (meta.get("split_manifest") or {}).get("file")
+            expected_sha = (meta.get("split_manifest") or {}).get("sha256")
+            for folder in (export_dir, export_dir.parent):
+                if name:
+                    candidates.append(folder / name)
+            if (meta.get("split_manifest") or {}).get("path"):
+                candidates.append(Path(meta["split_manifest"]["path"]))
+            ckpt_name = (meta.get("checkpoint") or {}).get("file")
+            ckpt_path = (meta.get("checkpoint") or {}).get("path")
+            if ckpt_name:
+                folders = (export_dir.parent, export_dir, export_dir.parent / "checkpoints")
+                if ckpt_path:
+                    folders = (Path(ckpt_path).parent, *folders)
+                for folder in folders:
+                    if (folder / ckpt_name).is_file():
+                        dm = _checkpoint_info(folder / ckpt_name).get("datamodule_hyper_parameters") or {}
+                        if dm.get("manifest"):
+                            candidates.append(Path(dm["manifest"]))
+                        break
+    root = Path(data_root) if data_root else (Path(dm["root"]) if dm.get("root") else None)
+    if whole_folder:
+        if root is None or not root.is_dir():
+            raise DataError(f"--split all needs a dataset folder: pass --data ROOT (got {root})")
+        return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
+    manifest_path = next((p for p in candidates if p.is_file()), None)
+    if manifest_path is None:
+        if root is not None and root.is_dir() and data_root:
+            warnings.append(f"the model carries no split manifest: evaluating every image under {root}")
+            return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
+        looked = ", ".join(map(str, candidates)) or "nowhere: the model names no manifest"
+        raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data ROOT "
+                        "(a folder of class folders) to evaluate every image in it, or --manifest SPLIT.csv")
+    if root is None or not root.is_dir():
+        raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data ROOT "
+                        "(the dataset the run was trained on)")
+    if expected_sha and file_hash(manifest_path) != expected_sha:
+        warnings.append(f"{manifest_path} differs from the manifest the export was made with (sha256 mismatch)")
+    try:
+        parsed = Manifest.read(manifest_path)
+    except (DatasetError, KeyError, ValueError) as err:
+        raise DataError(f"cannot read the split manifest {manifest_path}: {err}") from None
+    return RunDataset(root, parsed, manifest_path, f"split manifest {manifest_path}", warnings, run_dir)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass
+class SplitResult:
+    split: str
+    class_names: list[str]
+    paths: list[Path]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probs: np.ndarray
+    skipped: list[dict[str, str]]
+
+    @property
+    def n(self) -> int:
+        return len(self.y_true)
+
+    def metrics(self) -> dict[str, Any]:
+        from sklearn.metrics import (
+            accuracy_score,
+            classification_report,
+            confusion_matrix,
+        )
+
+        labels = list(range(len(self.class_names)))
+        present = sorted(set(self.y_true.tolist()) | set(self.y_pred.tolist()))
+        report = classification_report(self.y_true, self.y_pred, labels=present,
+                                       target_names=[self.class_names[i] for i in present],
+                                       output_dict=True, zero_division=0)
+        rows = {}
+        for name, row in report.items():
+            if name == "accuracy":
+                continue
+            rows[name] = {"precision": row["precision"], "recall": row["recall"], "f1": row["f1-score"],
+                          "support": int(row["support"])}
+        return {
+            "split": self.split,
+            "images": self.n,
+            "accuracy": float(accuracy_score(self.y_true, self.y_pred)),
+            "report": rows,
+            "confusion_matrix": confusion_matrix(self.y_true, self.y_pred, labels=labels).tolist(),
+            "skipped": self.skipped,
+        }
+
+
+def seed_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Our numbers minus the seed's, for the accuracy of this split and every row the seed reports."""
+    split = metrics["split"]
+    seed_split = split if split in seed_reference.ACCURACY else "test"
+    seed_acc = seed_reference.ACCURACY[seed_split]
+    rows = {}
+    for name, row in metrics["report"].items():
+        ref = seed_reference.reference_row(name)
+        if ref is None:
+            continue
+        rows[name] = {key: {"ours": row[key], "seed": ref[key], "delta": row[key] - ref[key]}
+                      for key in ("precision", "recall", "f1")}
+    return {"seed_split": seed_split,
+            "accuracy": {"ours": metrics["accuracy"], "seed": seed_acc, "delta": metrics["accuracy"] - seed_acc},
+            "rows": rows, "source": seed_reference.SOURCE}
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def accuracy_markdown(all_metrics: Sequence[dict[str, Any]]) -> str:
+    lines = ["| split | accuracy | images | seed | delta |", "|---|---|---|---|---|"]
+    for m in all_metrics:
+        cmp = m["vs_seed"]["accuracy"]
+        lines.append(f"| {m['split']} | {100 * m['accuracy']:.2f} % | {m['images']} | {100 * cmp['seed']:.2f} % "
+                     f"| {100 * cmp['delta']:+.2f} pp |")
+    return "\n".join(lines)
+
+
+def report_markdown(metrics: dict[str, Any]) -> str:
+    """The per-class table in SPEC.md's shape (class | precision | recall | F1), plus support."""
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name, row in metrics["report"].items():
+        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+    return "\n".join(lines)
+
+
+def seed_markdown(metrics: dict[str, Any]) -> str:
+    cmp = metrics["vs_seed"]
+    if not cmp["rows"]:
+        return "_no class in common with the seed's report_"
+    lines = ["| class | precision | seed | delta | recall | seed | delta | F1 | seed | delta |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in cmp["rows"].items():
+        cells = []
+        for key in ("precision", "recall", "f1"):
+            v = row[key]
+            cells += [f"{v['ours']:.4f}", f"{v['seed']:.4f}", f"{v['delta']:+.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+@dataclass
+class Evaluation:
+    model: Path
+    kind: str
+    data: RunDataset
+    results: list[SplitResult]
+    metrics: list[dict[str, Any]]
+    out: Path
+    files: list[Path]
+
+
+def default_out(model_path: Path, kind: str, data: RunDataset | None) -> Path:
+    name = model_path.stem if model_path.is_file() and model_path.name != "model.json" else model_path.name
+    if model_path.name == "model.json":
+        name = model_path.parent.name
+    label = name if kind != "torch" else f"torch-{name}"
+    base = data.run_dir if data is not None and data.run_dir is not None else Path(".")
+    return base / "eval" / label
+
+
+def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: str | Path | None = None,
+             manifest: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
+             threads: int | None = None, worst: int = WORST_COUNT, console=None, backend=None,
+             tta: bool = False) -> Evaluation:
+    """Evaluate a model file on the asked splits and write the report; raises ModelFileError / DataError."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from lit_garbage.inference.backends import load_backend
+    from lit_garbage.inference.files import predict_files
+
+    console = console or Console(stderr=True)
+    model = Path(model)
+    backend = backend or load_backend(model, threads=threads, tta=tta)
+    whole = list(splits) == [ALL_SPLIT]
+    if ALL_SPLIT in splits and not whole:
+        raise DataError("--split all cannot be combined with other splits")
+    data = resolve_data(backend, model, data_root, manifest, whole_folder=whole)
+    for w in data.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    if data.manifest_path is None:
+        splits = [ALL_SPLIT]
+    index = {name: i for i, name in enumerate(backend.class_names)}
+    unknown = sorted(set(r.label for r in data.manifest.records) - set(index))
+    if unknown:
+        console.print(f"[yellow]warning:[/] the model has no class {', '.join(unknown)}: those images are skipped")
+    results: list[SplitResult] = []
+    for split in splits:
+        records = data.manifest.split(split)
+        if not records:
+            raise DataError(f"the {split} split of {data.source} has no images "
+                            f"(splits present: {', '.join(sorted({r.split for r in data.manifest.records}))})")
+        records = [r for r in records if r.label in index]
+        paths = [data.root / r.path for r in records]
+        skipped: list[dict[str, str]] = []
+
+        def report(e) -> None:
+            skipped.append({"path": str(e.path), "error": e.message})
+            console.print(f"[yellow]skipped[/] {escape(str(e.path))}: {escape(e.message)}")
+
+        idx, probs, _ = predict_files(backend, paths, batch_size, on_error=report,
+                                      description=f"{split}: {backend.kind} {backend.path.name}", console=console)
+        y_true = np.array([index[records[i].label] for i in idx], dtype=int)
+        results.append(SplitResult(split, list(backend.class_names), [paths[i] for i in idx], y_true,
+                                   probs.argmax(axis=1) if len(probs) else np.empty(0, int), probs, skipped))
+    if out is None:
+        out = default_out(model, backend.kind, data)
+        out = out.with_name(out.name + "-tta") if tta else out
+    metrics = []
+    for r in results:
+        if r.n == 0:
+            continue
+        m = r.metrics()
+        m["vs_seed"] = seed_comparison(m)
+        metrics.append(m)
+    out = Path(out)
+    files = write_outputs(out, backend, model, data, results, metrics, worst) if metrics else []
+    return Evaluation(model, backend.kind, data, results, metrics, out, files)
+
+
+def write_outputs(out: Path, backend, model: Path, data: RunDataset, results: list[SplitResult],
+                  metrics: list[dict[str, Any]], worst: int) -> list[Path]:
+    from lit_garbage.data.transforms import load_rgb
+    from lit_garbage.evaluation.figures import Panel, save_confusion, save_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    by_split = {r.split: r for r in results}
+    for m in metrics:
+        r = by_split[m["split"]]
+        title = f"{backend.kind}: {model.name}, {m['split']} split ({r.n} images, accuracy {100 * m['accuracy']:.2f} %)"
+        files.append(save_confusion(np.array(m["confusion_matrix"]), r.class_names, out / f"confusion_{r.split}.png",
+                                    title=title))
+        conf = r.probs.max(axis=1)
+        wrong = np.flatnonzero(r.y_pred != r.y_true)
+        wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:worst]
+        m["worst"] = [{"path": str(r.paths[i]), "true": r.class_names[r.y_true[i]],
+                       "predicted": r.class_names[r.y_pred[i]], "confidence": float(conf[i])} for i in wrong]
+        if len(wrong):
+            panels = [Panel(load_rgb(r.paths[i]), r.class_names[r.y_pred[i]], float(conf[i]),
+                            r.class_names[r.y_true[i]], r.paths[i].name) for i in wrong]
+            files.append(save_grid(panels, out / f"worst_{r.split}.png",
+                                   title=f"most confident mistakes, {r.split} split ({len(wrong)} of {r.n - int((r.y_pred == r.y_true).sum())})"))
+        pred_csv = out / f"predictions_{r.split}.csv"
+        with pred_csv.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "true", "predicted", "confidence", "correct"])
+            for p, t, y, c in zip(r.paths, r.y_true, r.y_pred, conf):
+                writer.writerow([str(p), r.class_names[t], r.class_names[y], f"{c:.6f}", int(t == y)])
+        files.append(pred_csv)
+    summary = {
+        "model": str(model), "kind": backend.kind, "class_names": backend.class_names,
+        "image_size": backend.image_size, "data": {"root": str(data.root), "source": data.source,
+                                                   "manifest": str(data.manifest_path) if data.manifest_path else None},
+        "preprocessing": "lit_garbage.data.transforms: load_rgb + eval_transform (RGB, EXIF, resize, [0, 1])",
+        "seed_reference": seed_reference.SOURCE, "splits": metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(full_markdown(backend, model, data, metrics))
+    return [out / "report.md", out / "metrics.json", *files]
+
+
+def full_markdown(backend, model: Path, data: RunDataset, metrics: list[dict[str, Any]]) -> str:
+    parts = [f"# Evaluation of `{model}` ({backend.kind})", "",
+             f"Images: {data.source} (root `{data.root}`); preprocessing: the project's one contract "
+             f"(RGB, EXIF orientation, {backend.image_size}x{backend.image_size}, [0, 1]).", "",
+             "## Accuracy", "", accuracy_markdown(metrics), ""]
+    for m in metrics:
+        parts += [f"## Per-class report, {m['split']} split", "", report_markdown(m), "",
+                  f"## Side by side with the seed ({m['vs_seed']['seed_split']} split, {seed_reference.SOURCE})", "",
+                  seed_markdown(m), ""]
+        if m["skipped"]:
+            parts += [f"Skipped ({len(m['skipped'])}): " + "; ".join(f"`{s['path']}`: {s['error']}" for s in m["skipped"]), ""]
+        parts += [f"![confusion matrix](confusion_{m['split']}.png)", ""]
+        if m.get("worst"):
+            parts += [f"![most confident mistakes](worst_{m['split']}.png)", ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lit-garbage-evaluate",
+        description="Accuracy, per-class precision/recall/F1 (macro and weighted), confusion matrix and the "
+                    "worst mistakes of any model file of this project, side by side with the seed's results.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="checkpoint (.ckpt), model.onnx, SavedModel folder, .tflite file or TFJS model.json/folder")
+    p.add_argument("--data", metavar="ROOT", help="dataset root (default: the one the run was trained on)")
+    p.add_argument("--manifest", metavar="CSV", help="split manifest (default: the run's split.csv)")
+    p.add_argument("--split", nargs="+", default=["test"], metavar="SPLIT",
+                   help="train, val, test (several allowed) or 'all' (every image under --data); default: test")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/<model>)")
+    p.add_argument("--worst", type=int, default=WORST_COUNT, help=f"mistakes drawn, at most 12 (default: {WORST_COUNT})")
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average each image's probabilities with its mirror image's")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from rich.console import Console
+    from rich.markup import escape
+
+    from lit_garbage.inference.backends import BackendUnavailableError, ModelFileError
+
+    console, errors = Console(), Console(stderr=True, soft_wrap=True)
+    bad = [s for s in args.split if s not in ("train", "val", "test", ALL_SPLIT)]
+    if bad:
+        errors.print(f"[red]error:[/] unknown split {', '.join(bad)} (train, val, test or all)")
+        return 2
+    if not 0 <= args.worst <= 12 or args.batch_size < 1:
+        errors.print("[red]error:[/] --worst must be 0..12 and --batch-size at least 1")
+        return 2
+    try:
+        ev = evaluate(args.model, args.split, args.data, args.manifest, args.out, args.batch_size, args.threads,
+                      args.worst, console=errors, tta=args.tta)
+    except (ModelFileError, BackendUnavailableError, DataError, DatasetError) as err:
+        errors.print(f"[red]error:[/] {escape(str(err))}")
+        return 2
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    if not ev.metrics:
+        errors.print("[red]error:[/] no image could be evaluated")
+        return 1
+    print_terminal(ev, console)
+    console.print(f"wrote {ev.out}: " + ", ".join(f.name for f in ev.files))
+    return 0
+
+
+def print_terminal(ev: Evaluation, console) -> None:
+    """Accuracy per split, then per split one table: ours and the change against the seed's row."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(f"[bold]{ev.kind}[/] {escape(str(ev.model))} on {escape(ev.data.source)}")
+    acc = Table(box=box.SIMPLE, title="accuracy", title_justify="left")
+    for col in ("split", "accuracy", "images", "seed", "delta"):
+        acc.add_column(col, justify="left" if col == "split" else "right")
+    for m in ev.metrics:
+        cmp = m["vs_seed"]["accuracy"]
+        acc.add_row(m["split"], f"{100 * m['accuracy']:.2f} %", str(m["images"]), f"{100 * cmp['seed']:.2f} %",
+                    _signed(100 * cmp["delta"], " pp", 2))
+    console.print(acc)
+    for m in ev.metrics:
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True, title=f"{m['split']} split (delta: ours minus seed's "
+                  f"{m['vs_seed']['seed_split']} report)", title_justify="left")
+        t.add_column("class", no_wrap=True)
+        for col in ("precision", "recall", "F1", "support", "Δprec", "Δrecall", "ΔF1"):
+            t.add_column(col, justify="right", no_wrap=True)
+        seed_rows = m["vs_seed"]["rows"]
+        for name, row in m["report"].items():
+            d = seed_rows.get(name)
+            deltas = [_signed(d[k]["delta"]) if d else "" for k in ("precision", "recall", "f1")]
+            t.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      str(row["support"]), *deltas, end_section=name == list(m["report"])[-3])
+        console.print(t)
+
+
+def _signed(value: float, unit: str = "", digits: int = 4) -> str:
+    colour = "green" if value > 0 else "red" if value < 0 else "white"
+    return f"[{colour}]{value:+.{digits}f}{unit}[/]"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""One way to run any model file: `load_backend(path).predict(images)`.
+
+    backend = load_backend("runs/x/export/model_int8.tflite")
+    probs = backend.predict(images)          # images: float32 NCHW RGB in [0, 1], shape (N, 3, S, S)
+    backend.class_names, backend.image_size  # from the checkpoint or the export's metadata.json
+
+The kind is chosen from the path: a Lightning `.ckpt` (torch), `.onnx` (onnxruntime), a SavedModel folder
+(TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS graph model (`model.json` or its
+folder; run in Node with the wasm backend by `js/tfjs_predict.mjs`). Every backend takes the same NCHW
+input, so callers never deal with layouts; NHWC formats are transposed inside.
+
+Errors: `ModelFileError` for a file that is missing, corrupted or not a model of this project;
+`BackendUnavailableError` when the runtime itself is missing (e.g. no `node`, no `npm ci`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lit_garbage.artifacts import find_metadata, read_onnx_metadata
+
+KINDS = ("torch", "onnx", "saved_model", "tflite", "tfjs")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TFJS_RUNNER_ENV = "LIT_GARBAGE_TFJS_RUNNER"
+
+
+class ModelFileError(ValueError):
+    """The model file is missing, unreadable, corrupted or of the wrong kind."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The runtime a backend needs is not installed here (the model file itself may be fine)."""
+
+
+class Backend(ABC):
+    """A loaded model: NCHW float32 [0, 1] images in, softmax probabilities (N, C) out."""
+
+    kind: str
+
+    def __init__(self, path: Path, class_names: list[str], image_size: int) -> None:
+        self.path = path
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) float32 for images (N, 3, S, S) float32 RGB in [0, 1]."""
+        return self._predict(self._check(images))
+
+    def timed_predict(self, images: np.ndarray, warmup: int = 1) -> tuple[np.ndarray, float]:
+        """(probabilities, mean milliseconds per image), running one image at a time after `warmup` runs."""
+        images = self._check(images)
+        for _ in range(warmup):
+            self._predict(images[:1])
+        rows = []
+        start = time.perf_counter()
+        for i in range(len(images)):
+            rows.append(self._predict(images[i:i + 1]))
+        elapsed = time.perf_counter() - start
+        return np.concatenate(rows), 1000.0 * elapsed / max(len(images), 1)
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        expected = (3, self.image_size, self.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"{self.kind} model {self.path.name} expects images of shape (N, {', '.join(map(str, expected))}) "
+                             f"(NCHW float32 RGB in [0, 1]), got {images.shape}")
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    @abstractmethod
+    def _predict(self, images: np.ndarray) -> np.ndarray: ...
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} {self.num_classes} classes, {self.image_size}px>"
+
+
+def _nhwc(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+
+# ---------------------------------------------------------------- torch
+
+
+def load_classifier(path: str | Path):
+    """(GarbageClassifier in eval mode, checkpoint dict without weights) from a Lightning checkpoint."""
+    import torch
+
+    from lit_garbage.training.module import GarbageClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip reader), EOFError, ...
+        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint (corrupted or truncated?): "
+                             f"{type(err).__name__}: {str(err)[:200]}") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or "class_names" not in hparams or "state_dict" not in ckpt:
+        raise ModelFileError(f"{path} is a PyTorch file but not a lit_garbage GarbageClassifier checkpoint "
+                             "(no 'state_dict' / 'hyper_parameters.class_names'); pass the model.ckpt of a "
+                             "`scripts/fit.py` run")
+    try:
+        module = GarbageClassifier.load_from_checkpoint(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as err:  # shape mismatches, unknown hyper-parameters
+        raise ModelFileError(f"{path} does not match the GarbageClassifier model: "
+                             f"{type(err).__name__}: {str(err)[:300]}") from None
+    module.eval()
+    info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states", "loops", "callbacks")}
+    return module, info
+
+
+class TorchBackend(Backend):
+    kind = "torch"
+
+    def __init__(self, path: Path, threads: int | None = None, module=None) -> None:
+        """Load the checkpoint at `path`, or wrap an already loaded `module` (a GarbageClassifier) from it."""
+        import torch
+
+        from lit_garbage.models.network import Probabilities
+
+        if module is None:
+            module, self.checkpoint = load_classifier(path)
+        else:
+            self.checkpoint = {}
+        super().__init__(Path(path), module.hparams.class_names, module.hparams.image_size)
+        self.module = module.eval()
+        self.graph = Probabilities(module.net).eval()
+        self._torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.graph(self._torch.from_numpy(images)).numpy()
+
+
+# ---------------------------------------------------------------- exported formats
+
+
+def _names_and_size(path: Path, kind: str, image_size: int | None, extra: dict[str, Any] | None = None):
+    meta = find_metadata(path) or extra or {}
+    names = meta.get("class_names")
+    size = meta.get("image_size") or image_size
+    if size is None:
+        raise ModelFileError(f"cannot tell the input size of {kind} model {path}: no metadata.json beside it "
+                             "and no static input shape")
+    if image_size is not None and int(size) != int(image_size):
+        raise ModelFileError(f"{path}: metadata.json says image_size {size} but the model's input is {image_size}")
+    return names, int(size)
+
+
+def _default_names(names, num_classes: int) -> list[str]:
+    if names is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ModelFileError(f"metadata lists {len(names)} class names for a model with {num_classes} outputs")
+    return list(names)
+
+
+class OnnxBackend(Backend):
+    kind = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise ModelFileError(f"{path} is not a loadable ONNX model: {str(err)[:300]}") from None
+        inp = self.session.get_inputs()[0]
+        out = self.session.get_outputs()[0]
+        if len(inp.shape) != 4 or inp.shape[1] != 3:
+            raise ModelFileError(f"{path}: expected an NCHW RGB image input, found {inp.name} {inp.shape}")
+        self.input_name = inp.name
+        static = inp.shape[2] if isinstance(inp.shape[2], int) else None
+        names, size = _names_and_size(path, self.kind, static, read_onnx_metadata(path))
+        super().__init__(path, _default_names(names, out.shape[-1]), size)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+class SavedModelBackend(Backend):
+    kind = "saved_model"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import tensorflow as tf
+
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass  # already initialised
+        try:
+            loaded = tf.saved_model.load(str(path))
+            fn = loaded.signatures["serving_default"]
+        except KeyError:
+            raise ModelFileError(f"{path} has no 'serving_default' signature") from None
+        except Exception as err:
+            raise ModelFileError(f"{path} is not a loadable TensorFlow SavedModel: {str(err)[:300]}") from None
+        self._loaded, self._fn, self._tf = loaded, fn, tf
+        (self.input_name, spec), = fn.structured_input_signature[1].items()
+        if spec.shape.rank != 4 or spec.shape[-1] != 3:
+            raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {self.input_name} {spec.shape}")
+        out_spec = next(iter(fn.structured_outputs.values()))
+        names, size = _names_and_size(path, self.kind, spec.shape[1])
+        super().__init__(path, _default_names(names, out_spec.shape[-1]), size)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        out = self._fn(**{self.input_name: self._tf.constant(_nhwc(images))})
+        return next(iter(out.values())).numpy()
+
+
+class TFLiteBackend(Backend):
+    """LiteRT interpreter; handles the dynamic batch axis and int8/uint8 input/output tensors."""
+
+    kind = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+            self.interpreter.allocate_tensors()
+        except Exception as err:
+            raise ModelFileError(f"{path} is not a loadable TFLite model: {str(err)[:300]}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        shape = self.input["shape"]
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {shape}")
+        self._batch = int(shape[0])
+        names, size = _names_and_size(path, self.kind, int(shape[1]))
+        super().__init__(path, _default_names(names, int(self.output["shape"][-1])), size)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        x = _nhwc(images)
+        if len(x) != self._batch:
+            self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = len(x)
+            self.output = self.interpreter.get_output_details()[0]
+        dtype = self.input["dtype"]
+        if dtype != np.float32:  # integer input: quantise with the tensor's own scale / zero point
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] != np.float32:
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32, copy=False)
+
+
+class TFJSBackend(Backend):
+    """The TFJS graph model run by `node js/tfjs_predict.mjs` (wasm backend) in a subprocess."""
+
+    kind = "tfjs"
+
+    def __init__(self, path: Path, threads: int | None = None, node: str | None = None) -> None:
+        model_json = path / "model.json" if path.is_dir() else path
+        try:
+            spec = json.loads(model_json.read_text())
+            inputs = spec["signature"]["inputs"] if "signature" in spec else spec["userDefinedMetadata"]["signature"]["inputs"]
+            (in_spec,) = inputs.values()
+            dims = [int(d["size"]) for d in in_spec["tensorShape"]["dim"]]
+            outputs = spec.get("signature", {}).get("outputs") or spec["userDefinedMetadata"]["signature"]["outputs"]
+            out_dims = [int(d["size"]) for d in next(iter(outputs.values()))["tensorShape"]["dim"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelFileError(f"{model_json} is not a TFJS graph model with an image signature "
+                                 f"({type(err).__name__}: {err})") from None
+        if len(dims) != 4 or dims[-1] != 3:
+            raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
+        names, size = _names_and_size(model_json, self.kind, dims[1])
+        super().__init__(model_json, _default_names(names, out_dims[-1]), size)
+        self.node = node or os.environ.get("LIT_GARBAGE_NODE") or shutil.which("node")
+        self.runner = Path(os.environ.get(TFJS_RUNNER_ENV, PROJECT_ROOT / "js" / "tfjs_predict.mjs"))
+        self.last_latency_ms: float | None = None
+        self.check_runtime()
+
+    def check_runtime(self) -> None:
+        if not self.node:
+            raise BackendUnavailableError("`node` was not found on PATH; TFJS models run in Node.js 18+ "
+                                          "(install Node, then `npm ci` in the project root)")
+        if not self.runner.is_file():
+            raise BackendUnavailableError(f"the TFJS runner {self.runner} is missing (set {TFJS_RUNNER_ENV})")
+        wasm = self.runner.parent.parent / "node_modules" / "@tensorflow" / "tfjs-backend-wasm"
+        if not wasm.is_dir():
+            raise BackendUnavailableError(f"{wasm} is missing: run `npm ci` in {self.runner.parent.parent}")
+
+    def _run(self, images: np.ndarray, warmup: int) -> tuple[np.ndarray, float]:
+        x = _nhwc(images)
+        with tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-") as tmp:
+            inp, out = Path(tmp) / "images.f32", Path(tmp) / "result.json"
+            x.astype("<f4").tofile(inp)
+            cmd = [self.node, str(self.runner), "--model", str(self.path), "--input", str(inp),
+                   "--shape", ",".join(map(str, x.shape)), "--output", str(out), "--warmup", str(warmup)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            except FileNotFoundError:
+                raise BackendUnavailableError(f"cannot execute node at {self.node}") from None
+            if proc.returncode != 0:
+                raise RuntimeError(f"TFJS runner failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+            result = json.loads(out.read_text())
+        probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
+        self.last_latency_ms = float(result["latency_ms_per_image"])
+        return probs, self.last_latency_ms
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        return self._run(images, warmup=0)[0]
+
+    def timed_predict(self, images: np.ndarray, warmup: int = 1) -> tuple[np.ndarray, float]:
+        # Timed inside Node (per image, batch 1), so process start-up and file transfer are not counted.
+        return self._run(self._check(images), warmup=warmup)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def detect_kind(path: str | Path) -> str:
+    """Which backend a path needs: torch, onnx, saved_model, tflite or tfjs."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return "saved_model"
+        if (path / "model.json").is_file():
+            return "tfjs"
+        raise ModelFileError(f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a TFJS model (model.json)")
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pt", ".pth"):
+        return "torch"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".tflite":
+        return "tflite"
+    if suffix == ".json":
+        return "tfjs"
+    if path.name == "saved_model.pb":
+        return "saved_model"
+    raise ModelFileError(f"unknown model file type: {path} (expected .ckpt, .onnx, .tflite, a SavedModel "
+                         "folder or a TFJS model.json)")
+
+
+_BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "saved_model": SavedModelBackend,
+             "tflite": TFLiteBackend, "tfjs": TFJSBackend}
+
+
+class FlipTTA(Backend):
+    """Test-time augmentation: the mean of the probabilities of each image and of its mirror image.
+
+    Wraps any backend (same input contract); costs two model calls per image. Training flips images
+    horizontally, so the mirror image is as likely an input as the original.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.path, inner.class_names, inner.image_size)
+        self.inner = inner
+        self.kind = inner.kind
+
+    def __getattr__(self, name: str):  # backend-specific attributes (e.g. the torch checkpoint)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        mirrored = np.ascontiguousarray(images[..., ::-1])
+        return (self.inner._predict(images) + self.inner._predict(mirrored)) / 2
+
+
+def load_backend(path: str | Path, kind: str | None = None, threads: int | None = None, tta: bool = False) -> Backend:
+    """Load any model file of this project; `kind` overrides the detection from the path; `tta` wraps it
+    in `FlipTTA`."""
+    path = Path(path)
+    kind = kind or detect_kind(path)
+    if kind not in _BACKENDS:
+        raise ValueError(f"unknown backend kind '{kind}', expected one of {', '.join(KINDS)}")
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if kind == "saved_model" and path.name == "saved_model.pb":
+        path = path.parent
+    backend = _BACKENDS[kind](path, threads=threads)
+    return FlipTTA(backend) if tta else backend

@@ -1,0 +1,158 @@
+"""Image files -> model inputs -> probabilities, with any backend: what `predict` and `evaluate` share.
+
+Every image goes through the project's one preprocessing contract (`load_rgb` + `eval_transform`)
+whatever the backend. A file that cannot be read (not an image, truncated, ...) or a folder without
+images gets one clear line and the rest of the batch still runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from lit_garbage.data.manifest import (
+    IMAGE_EXTENSIONS,  # the extensions training reads: one list
+)
+
+DEFAULT_BATCH = 64
+
+
+@dataclass
+class LoadError:
+    path: Path
+    message: str
+
+
+@dataclass
+class Collected:
+    files: list[Path] = field(default_factory=list)
+    problems: list[LoadError] = field(default_factory=list)
+
+
+def collect_images(inputs: Iterable[str | Path]) -> Collected:
+    """Image files named or found (recursively, by extension) in folders, in a stable order, deduplicated.
+
+    A file named explicitly is always tried whatever its extension; a missing path or a folder
+    without image files becomes a problem line.
+    """
+    out = Collected()
+    seen: set[Path] = set()
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                out.problems.append(LoadError(path, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+            candidates = found
+        elif path.is_file():
+            candidates = [path]
+        else:
+            out.problems.append(LoadError(path, "no such file or folder"))
+            continue
+        for p in candidates:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.files.append(p)
+    return out
+
+
+def image_note(path: Path) -> str | None:
+    """A note on what the contract converted (CMYK, 16-bit, alpha, palette), or None for plain 8-bit RGB / grey."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except Exception:
+        return None
+    return {
+        "CMYK": "CMYK converted to RGB",
+        "I;16": "16-bit greyscale scaled to 8-bit RGB", "I;16B": "16-bit greyscale scaled to 8-bit RGB",
+        "I;16L": "16-bit greyscale scaled to 8-bit RGB", "I": "32-bit greyscale scaled to 8-bit RGB",
+        "RGBA": "alpha composited on white", "LA": "alpha composited on white", "P": "palette converted to RGB",
+        "L": "greyscale converted to RGB", "YCbCr": None, "RGB": None,
+    }.get(mode, f"{mode} converted to RGB")
+
+
+def load_one(path: Path, transform) -> tuple[np.ndarray | None, str | None]:
+    """(CHW float32 [0, 1] array, None) or (None, a one-line reason) for one file, through the contract."""
+    from PIL import Image
+
+    from lit_garbage.data.transforms import load_rgb
+
+    try:
+        return transform(load_rgb(path)).numpy(), None
+    except Image.UnidentifiedImageError:
+        return None, "not an image file (or a format Pillow cannot read)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        text = str(err) or type(err).__name__
+        if "truncated" in text.lower():
+            text = f"truncated or corrupted image data ({text})"
+        return None, f"cannot decode image: {text}"
+
+
+def load_batch(paths: Sequence[Path], image_size: int, progress: Callable[[int], None] | None = None
+               ) -> tuple[np.ndarray, list[int], list[LoadError]]:
+    """(images (M, 3, S, S), indices into `paths` of the M loaded ones, errors of the others)."""
+    from lit_garbage.data.transforms import eval_transform
+
+    transform = eval_transform(image_size)
+    arrays, ok, errors = [], [], []
+    for i, p in enumerate(paths):
+        arr, err = load_one(p, transform)
+        if err is None:
+            arrays.append(arr)
+            ok.append(i)
+        else:
+            errors.append(LoadError(p, err))
+        if progress:
+            progress(1)
+    images = np.stack(arrays) if arrays else np.empty((0, 3, image_size, image_size), np.float32)
+    return images, ok, errors
+
+
+def predict_files(backend, paths: Sequence[Path], batch_size: int = DEFAULT_BATCH,
+                  on_error: Callable[[LoadError], None] | None = None, description: str = "predicting",
+                  console=None) -> tuple[list[int], np.ndarray, list[LoadError]]:
+    """Run `backend` over image files in batches with a progress bar.
+
+    Returns (indices of the predicted files, their probabilities (M, C), load errors).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    indices: list[int] = []
+    rows: list[np.ndarray] = []
+    errors: list[LoadError] = []
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(description, total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images, ok, errs = load_batch(chunk, backend.image_size, lambda n: bar.advance(task, n))
+            for e in errs:
+                errors.append(e)
+                if on_error:
+                    on_error(e)
+            if len(ok):
+                rows.append(backend.predict(images))
+                indices.extend(start + i for i in ok)
+    probs = np.concatenate(rows) if rows else np.empty((0, backend.num_classes), np.float32)
+    return indices, probs, errors
+
+
+def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """Per row, the k (label, probability) pairs with the highest probability, best first (ties: lower index)."""
+    k = max(1, min(k, probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(class_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]

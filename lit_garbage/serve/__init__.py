@@ -1,0 +1,1 @@
+"""Stage 7, serve: predictions for image files and the browser demo."""

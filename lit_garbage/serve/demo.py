@@ -1,0 +1,186 @@
+"""`lit-garbage-serve` / `scripts/serve_demo.py`: the browser demo (web/) for an export, served locally.
+
+    python scripts/serve_demo.py --export runs/demo/export        # then open http://127.0.0.1:8000/
+
+The page runs the exported TensorFlow.js model entirely in the browser; this server only hands out
+static files, from three places and nowhere else:
+
+    /                      web/ (index.html, app.js, style.css)
+    /model/...             the export: tfjs/model.json + weight shards, labels.txt, metadata.json
+    /vendor/tfjs/...       node_modules/@tensorflow/tfjs/dist (no CDN: works offline)
+    /vendor/tfjs-backend-wasm/...   node_modules/@tensorflow/tfjs-backend-wasm/dist
+
+Stdlib only (http.server). It binds 127.0.0.1 by default; it is a local demo server, not a
+production web server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import mimetypes
+import sys
+import threading
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WEB_DIR = PROJECT_ROOT / "web"
+NODE_MODULES = PROJECT_ROOT / "node_modules"
+VENDOR = {
+    "tfjs": ("@tensorflow", "tfjs", "dist"),
+    "tfjs-backend-wasm": ("@tensorflow", "tfjs-backend-wasm", "dist"),
+}
+MODEL_FILES = ("labels.txt", "metadata.json")  # plus everything under tfjs/
+
+EPILOG = """examples:
+  # serve the demo for an export on http://127.0.0.1:8000/
+  lit-garbage-serve --export runs/demo/export
+
+  # another port, reachable from other machines on the network (phones: the camera needs https or localhost)
+  lit-garbage-serve --export runs/demo/export --port 8080 --host 0.0.0.0
+
+  # pick a free port and print the address
+  lit-garbage-serve --export runs/demo/export --port 0
+
+The export must hold tfjs/model.json (run scripts/export_all.py with the tfjs format) and labels.txt /
+metadata.json. The page loads TensorFlow.js from node_modules: run `npm ci` in the project root once.
+"""
+
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/json", ".json")
+mimetypes.add_type("application/octet-stream", ".bin")
+
+
+class DemoError(RuntimeError):
+    """The export or the page's files are not where the demo needs them."""
+
+
+def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path = NODE_MODULES) -> None:
+    """Raise DemoError naming the first missing piece (export files, web/ page, node_modules)."""
+    if not export.is_dir():
+        raise DemoError(f"export folder {export} does not exist (make one with scripts/export_all.py)")
+    if not (export / "tfjs" / "model.json").is_file():
+        raise DemoError(f"{export} has no tfjs/model.json: export the tfjs format "
+                        f"(scripts/export_all.py --ckpt RUN/model.ckpt --formats tfjs)")
+    if not (export / "labels.txt").is_file() and not (export / "metadata.json").is_file():
+        raise DemoError(f"{export} has neither labels.txt nor metadata.json")
+    if not (web / "index.html").is_file():
+        raise DemoError(f"the demo page {web / 'index.html'} is missing")
+    for parts in VENDOR.values():
+        if not node_modules.joinpath(*parts).is_dir():
+            raise DemoError(f"{node_modules.joinpath(*parts)} is missing: run `npm ci` in {node_modules.parent}")
+
+
+class DemoHandler(SimpleHTTPRequestHandler):
+    """Maps the URL prefixes above onto their folders; nothing outside them is reachable."""
+
+    server_version = "lit-garbage-demo"
+
+    def __init__(self, *args, export: Path, web: Path, node_modules: Path, quiet: bool, **kwargs) -> None:
+        self.export, self.web, self.node_modules, self.quiet = export, web, node_modules, quiet
+        super().__init__(*args, directory=str(web), **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        rel = unquote(urlsplit(path).path).lstrip("/")
+        if rel in ("", "index.html"):
+            base, rest = self.web, "index.html"
+        elif rel.startswith("model/"):
+            rest = rel[len("model/"):]
+            if rest not in MODEL_FILES and not rest.startswith("tfjs/"):
+                return ""
+            base = self.export
+        elif rel.startswith("vendor/"):
+            name, _, rest = rel[len("vendor/"):].partition("/")
+            if name not in VENDOR:
+                return ""
+            base = self.node_modules.joinpath(*VENDOR[name])
+        else:
+            base, rest = self.web, rel
+        target = (base / rest).resolve()
+        if not target.is_relative_to(base.resolve()):  # "..", symlinks out of the folder
+            return ""
+        return str(target)
+
+    def send_head(self):
+        path = self.translate_path(self.path)
+        if not path or Path(path).is_dir():
+            self.send_error(HTTPStatus.NOT_FOUND, "not part of the demo")
+            return None
+        return super().send_head()
+
+    def end_headers(self) -> None:
+        # Cross-origin isolation lets the wasm backend use threads (SharedArrayBuffer); nothing is cross-origin here.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def make_server(export: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
+                web: Path = WEB_DIR, node_modules: Path = NODE_MODULES) -> ThreadingHTTPServer:
+    """A ready (bound, not yet serving) server for `export`; port 0 picks a free port (see server_address)."""
+    export = Path(export).resolve()
+    check_layout(export, web, node_modules)
+    handler = functools.partial(DemoHandler, export=export, web=web.resolve(), node_modules=node_modules.resolve(),
+                                quiet=quiet)
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_in_thread(export: str | Path, host: str = "127.0.0.1", port: int = 0, quiet: bool = True
+                    ) -> tuple[ThreadingHTTPServer, str]:
+    """(server, base URL) serving in a daemon thread: for tests and notebooks. Stop with server.shutdown()."""
+    server = make_server(export, host, port, quiet)
+    threading.Thread(target=server.serve_forever, name="lit-garbage-demo", daemon=True).start()
+    h, p = server.server_address[:2]
+    return server, f"http://{h}:{p}/"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lit-garbage-serve",
+        description="Serve the browser demo: drop or pick a photo (or use the camera) and see the top 3 garbage "
+                    "classes, computed in the browser by the exported TensorFlow.js model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", required=True, type=Path, metavar="DIR",
+                   help="export folder holding tfjs/model.json, labels.txt and metadata.json")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--quiet", action="store_true", help="no request log")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        server = make_server(args.export, args.host, args.port, args.quiet)
+    except DemoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"serving the demo for {args.export.resolve()} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

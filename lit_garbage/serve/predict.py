@@ -1,0 +1,288 @@
+"""`lit-garbage-predict` / `scripts/predict.py`: top-k classes for images with any model file.
+
+    python scripts/predict.py --model runs/demo/export/model_int8.tflite photos/ extra.jpg --top-k 3
+
+Images are read and run by `lit_garbage.inference.files` (the one preprocessing contract, whatever the
+backend; an unreadable file or a folder without images gets one clear line and the rest still runs).
+
+Exit status: 0 when at least one image was predicted by every model; 1 when no image could be
+predicted; 2 when a model cannot be loaded (the other models still run) or the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lit_garbage.data.manifest import IMAGE_EXTENSIONS
+from lit_garbage.inference.files import (
+    DEFAULT_BATCH,
+    LoadError,
+    collect_images,
+    image_note,
+    predict_files,
+    top_k,
+)
+
+EPILOG = """examples:
+  # top-3 for a folder and a single photo with the checkpoint
+  lit-garbage-predict --model runs/demo/model.ckpt photos/ my_bin.jpg
+
+  # the same with the int8 TFLite file, top-5, results to JSON and CSV
+  lit-garbage-predict --model runs/demo/export/model_int8.tflite photos/ --top-k 5 \\
+      --json preds.json --csv preds.csv
+
+  # a grid of 12 images sampled (seed 7) from a folder, with label and confidence
+  lit-garbage-predict --model runs/demo/export/model.onnx photos/ --grid grid.png --seed 7
+
+  # no images given: 12 images of the run's own test split (the seed's figure)
+  lit-garbage-predict --model runs/demo/export/model_float32.tflite --grid grid.png
+
+  # two formats side by side: the second table shows whether they agree
+  lit-garbage-predict --model runs/demo/model.ckpt --model runs/demo/export/tfjs photos/
+
+model files: a .ckpt checkpoint, model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) or a
+TFJS model.json / folder (needs Node and `npm ci`). Folders are searched recursively for images
+(""" + ", ".join(IMAGE_EXTENSIONS) + """).
+exit status: 0 predicted; 1 nothing could be predicted; 2 a model could not be loaded or bad arguments.
+"""
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lit-garbage-predict",
+        description="Top-k garbage classes with confidences for image files and folders, with any model "
+                    "file of this project (checkpoint, ONNX, SavedModel, TFLite, TFJS).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="IMAGES_OR_FOLDERS",
+                   help="image files and/or folders (searched recursively); none: the run's test split "
+                        "(from the model's split manifest)")
+    p.add_argument("--model", required=True, action="append", metavar="PATH",
+                   help="model file or folder; repeat to compare formats")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write all predictions as JSON")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write all predictions as CSV (one row per image)")
+    p.add_argument("--grid", type=Path, metavar="PNG", help="draw up to 12 images with predicted label and confidence")
+    p.add_argument("--grid-size", type=int, default=12, help="images in the grid, at most 12 (default: 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling the grid's images (default: 0)")
+    p.add_argument("--data", type=Path, metavar="ROOT",
+                   help="dataset root for the test-split default, if it moved since training")
+    p.add_argument("--split", default="test", help="split used when no images are given (default: test)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per model call (default: {DEFAULT_BATCH})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
+    p.add_argument("--quiet", action="store_true", help="no per-image table (summaries and errors only)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from rich.console import Console
+
+    console = Console()
+    errors = Console(stderr=True, soft_wrap=True)  # one message = one line, whatever the width
+    if args.top_k < 1:
+        errors.print("[red]error:[/] --top-k must be at least 1")
+        return 2
+    if not 1 <= args.grid_size <= 12:
+        errors.print("[red]error:[/] --grid-size must be between 1 and 12")
+        return 2
+    if args.batch_size < 1:
+        errors.print("[red]error:[/] --batch-size must be at least 1")
+        return 2
+    try:
+        return _run(args, console, errors)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
+def _run(args, console, errors) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lit_garbage.inference.backends import (
+        BackendUnavailableError,
+        ModelFileError,
+        load_backend,
+    )
+
+    backends = []
+    failed_models = 0
+    for model in args.model:
+        try:
+            backends.append(load_backend(model, threads=args.threads))
+        except (ModelFileError, BackendUnavailableError, ValueError) as err:
+            errors.print(f"[red]error:[/] model {escape(str(model))}: {escape(str(err))}")
+            failed_models += 1
+    if not backends:
+        return 2
+
+    truth: dict[Path, str] = {}
+    if args.inputs:
+        collected = collect_images(args.inputs)
+        files, problems = collected.files, collected.problems
+    else:
+        from lit_garbage.evaluation.evaluate import DataError, resolve_data
+
+        try:
+            data = resolve_data(backends[0], args.model[0], args.data)
+        except DataError as err:
+            errors.print(f"[red]error:[/] no images given and {escape(str(err))}")
+            return 2
+        records = data.manifest.split(args.split)
+        if not records:
+            errors.print(f"[red]error:[/] the {args.split} split of {data.manifest_path} has no images")
+            return 2
+        files = [data.root / r.path for r in records]
+        truth = {f: r.label for f, r in zip(files, records)}
+        problems = []
+        console.print(f"no images given: the {len(files)} images of the {args.split} split of {data.manifest_path}")
+    for prob in problems:
+        errors.print(f"[yellow]skipped[/] {escape(str(prob.path))}: {escape(prob.message)}")
+
+    if args.grid and not args.inputs:
+        # The seed's figure: predict only the sampled images.
+        files = _sample(files, args.grid_size, args.seed)
+
+    notes = {f: image_note(f) for f in files}
+    results: dict[str, dict] = {}
+    load_errors: dict[Path, str] = {}
+    per_model: list[tuple] = []
+    for backend in backends:
+        def report(e: LoadError) -> None:
+            if e.path not in load_errors:
+                load_errors[e.path] = e.message
+                errors.print(f"[yellow]skipped[/] {escape(str(e.path))}: {escape(e.message)}")
+
+        idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
+                                      description=f"{backend.kind} {backend.path.name}", console=errors)
+        tops = top_k(probs, backend.class_names, args.top_k)
+        per_model.append((backend, idx, probs, tops))
+
+    predicted_any = False
+    for backend, idx, probs, tops in per_model:
+        label = f"{backend.kind}: {backend.path}"
+        entries = []
+        for i, top in zip(idx, tops):
+            entries.append({"path": str(files[i]), "top_k": [{"label": l, "confidence": c} for l, c in top],
+                            **({"true": truth[files[i]]} if files[i] in truth else {}),
+                            **({"note": notes[files[i]]} if notes.get(files[i]) else {})})
+        results[str(backend.path)] = {"kind": backend.kind, "class_names": backend.class_names,
+                                      "image_size": backend.image_size, "predictions": entries}
+        predicted_any = predicted_any or bool(entries)
+        if not args.quiet and entries:
+            table = Table(title=label, title_justify="left")
+            table.add_column("image", overflow="fold")
+            for r in range(min(args.top_k, backend.num_classes)):
+                table.add_column(f"top-{r + 1}" if r else "prediction")
+            if truth:
+                table.add_column("true")
+            for e in entries:
+                cells = [escape(_short_path(e["path"])) + (f"\n[dim]{e['note']}[/]" if "note" in e else "")]
+                cells += [f"{escape(t['label'])} [dim]{100 * t['confidence']:.1f} %[/]" for t in e["top_k"]]
+                if truth:
+                    ok = e["true"] == e["top_k"][0]["label"]
+                    cells.append(f"[{'green' if ok else 'red'}]{escape(e['true'])}[/]")
+                table.add_row(*cells)
+            console.print(table)
+        console.print(f"{backend.kind} {backend.path.name}: predicted {len(entries)} of {len(files)} images")
+
+    if len(per_model) > 1:
+        _print_agreement(per_model, files, console)
+
+    errors_out = [{"path": str(p), "error": m} for p, m in load_errors.items()]
+    errors_out += [{"path": str(p.path), "error": p.message} for p in problems]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"models": results, "errors": errors_out}, indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    if args.csv:
+        _write_csv(args.csv, results, errors_out, args.top_k)
+        console.print(f"wrote {args.csv}")
+    if args.grid and predicted_any:
+        backend, idx, probs, tops = per_model[0]
+        chosen = _sample(list(range(len(idx))), args.grid_size, args.seed)
+        from lit_garbage.data.transforms import load_rgb
+        from lit_garbage.evaluation.figures import Panel, save_grid
+
+        panels = [Panel(load_rgb(files[idx[j]]), tops[j][0][0], tops[j][0][1], truth.get(files[idx[j]]),
+                        files[idx[j]].name) for j in chosen]
+        save_grid(panels, args.grid, title=f"{backend.kind}: {backend.path.name}")
+        console.print(f"wrote {args.grid} ({len(panels)} images, seed {args.seed})")
+
+    skipped = len(load_errors) + len(problems)
+    if skipped:
+        errors.print(f"{skipped} input(s) skipped (see the lines above)")
+    if not predicted_any:
+        errors.print("[red]error:[/] no image could be predicted")
+        return 1
+    return 2 if failed_models else 0
+
+
+def _short_path(path: str) -> str:
+    """The file name with its folder (the class folder, usually): the table stays readable."""
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) > 1 else path
+
+
+def _sample(items: list, n: int, seed: int) -> list:
+    if len(items) <= n:
+        return list(items)
+    picked = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in picked]
+
+
+def _print_agreement(per_model, files, console) -> None:
+    from rich.table import Table
+
+    ref_backend, ref_idx, ref_probs, _ = per_model[0]
+    ref = {i: row for i, row in zip(ref_idx, ref_probs)}
+    table = Table(title=f"agreement with {ref_backend.kind} ({ref_backend.path.name})", title_justify="left")
+    for col in ("model", "images", "top-1 agreement", "max |prob diff|"):
+        table.add_column(col)
+    for backend, idx, probs, _ in per_model[1:]:
+        common = [(ref[i], row) for i, row in zip(idx, probs) if i in ref]
+        if not common or backend.class_names != ref_backend.class_names:
+            table.add_row(f"{backend.kind} {backend.path.name}", str(len(common)), "n/a", "n/a")
+            continue
+        a = np.stack([c[0] for c in common])
+        b = np.stack([c[1] for c in common])
+        agree = float(np.mean(a.argmax(1) == b.argmax(1)))
+        table.add_row(f"{backend.kind} {backend.path.name}", str(len(common)), f"{100 * agree:.1f} %",
+                      f"{np.abs(a - b).max():.2e}")
+    console.print(table)
+
+
+def _write_csv(path: Path, results: dict, errors_out: list, k: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ["model", "kind", "path"]
+    for r in range(1, k + 1):
+        header += [f"label_{r}", f"confidence_{r}"]
+    header += ["true", "error"]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for model, res in results.items():
+            for e in res["predictions"]:
+                row = [model, res["kind"], e["path"]]
+                tops = e["top_k"] + [{"label": "", "confidence": ""}] * (k - len(e["top_k"]))
+                for t in tops[:k]:
+                    row += [t["label"], f"{t['confidence']:.6f}" if t["confidence"] != "" else ""]
+                writer.writerow(row + [e.get("true", ""), ""])
+        for e in errors_out:
+            writer.writerow(["", "", e["path"]] + [""] * (2 * k) + ["", e["error"]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

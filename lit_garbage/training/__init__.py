@@ -1,0 +1,1 @@
+"""Stage 3, training: the LightningModule, callbacks, config checks, the LightningCLI and the Keras model import."""

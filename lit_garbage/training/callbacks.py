@@ -1,0 +1,138 @@
+"""Training callbacks: partial fine-tuning, Keras-style restore of the best weights, exact resume; atomic checkpoint files."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_garbage.models.network import frozen_batchnorms_to_inference, weighted_layers
+
+
+class FreezeBackbone(BaseFinetuning):
+    """Freeze the backbone except its last `trainable_layers` weighted layers (None: train it all).
+
+    Keras counts every layer (conv, batch norm, activation, add, pad); only convolutions and batch
+    norms hold weights, and those map one-to-one onto timm's modules. The seed's "last 30 Keras
+    layers" of MobileNetV2 hold 21 weighted layers (block_13_project_BN .. Conv_1_bn), so the seed
+    config says `trainable_layers: 21`; tests/test_model.py checks the trainable parameter count
+    against a Keras MobileNetV2 with its last 30 layers unfrozen. Frozen batch norms run in
+    inference mode (`GarbageNet.train`), as Keras does for `trainable=False`.
+    """
+
+    def __init__(self, trainable_layers: int | None = None) -> None:
+        super().__init__()
+        if trainable_layers is not None and trainable_layers < 0:
+            raise ValueError(f"freeze.trainable_layers must be >= 0 or null (all), got {trainable_layers}")
+        self.trainable_layers = trainable_layers
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        apply_partial_freeze(pl_module.net.backbone, self.trainable_layers)
+
+    def finetune_function(self, pl_module, current_epoch, optimizer) -> None:
+        """The seed keeps the same layers trainable for the whole run."""
+
+
+def apply_partial_freeze(backbone: torch.nn.Module, trainable_layers: int | None) -> None:
+    if trainable_layers is None:
+        BaseFinetuning.make_trainable(backbone)
+        return
+    layers = [m for _, m in weighted_layers(backbone)]
+    if trainable_layers > len(layers):
+        raise ValueError(f"freeze.trainable_layers={trainable_layers} but the backbone has {len(layers)} weighted layers")
+    cut = len(layers) - trainable_layers
+    # The whole backbone, so layers `forward_features` never runs (MobileNetV3 `conv_head`, ConvNeXt
+    # `head.norm`: not in `layers`) are frozen too; for MobileNetV2 this is exactly `layers[:cut]`.
+    BaseFinetuning.freeze(backbone, train_bn=False)
+    BaseFinetuning.make_trainable(layers[cut:])
+    # BaseFinetuning only stops their updates (track_running_stats=False), which in training mode means
+    # normalising with each batch's own statistics: the frozen layers would not compute what they learned.
+    frozen_batchnorms_to_inference(backbone)
+
+
+class RestoreBestWeights(pl.Callback):
+    """At the end of fit, load the best checkpoint's weights (Keras `restore_best_weights=True`)."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt = trainer.checkpoint_callback
+        if not isinstance(ckpt, ModelCheckpoint) or not ckpt.best_model_path:
+            return
+        state = torch.load(ckpt.best_model_path, map_location=pl_module.device, weights_only=False)
+        pl_module.load_state_dict(state["state_dict"])
+
+
+class RngState(pl.Callback):
+    """Carry the random generators' states in every checkpoint and put them back on resume.
+
+    Lightning restores weights, optimizer, loops and callbacks, but not the global generators that
+    drive augmentation and dropout: a resumed run would draw different numbers from the point of the
+    interruption on. The states are taken when a checkpoint is written (the end of a validation)
+    and restored as soon as the checkpoint is loaded, before the first training batch is fetched.
+    The data loaders draw from their own generators (`GarbageDataModule`: shuffling is seeded per
+    epoch), so the sanity-check validation between the two does not move the global ones. Stored as
+    tensors and plain lists (`weights_only`-safe). Exact with `num_workers: 0`; with worker processes
+    the workers' own augmentation streams restart, so a resumed run is equivalent but not bitwise equal.
+    """
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+                 "python": [version, list(internal), gauss_next]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        torch.set_rng_state(state["torch"].cpu())
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, flushed, then renamed into place.
+
+    `os.replace` is atomic on one file system: a run killed while saving (kill -9, power cut, full
+    disk) leaves the previous `last.ckpt` / best checkpoint whole, never a half-written one that
+    `--resume` would then pick up. Leftover `.<name>.*.tmp` files are ignored and removed on resume.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of saves that were killed midway (see AtomicCheckpointIO)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
