@@ -31,9 +31,9 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if key in _CACHE:
         return _CACHE[key]
 
-    from lit_garbage.training import cli
     from lit_garbage.data.synthetic import generate
     from lit_garbage.export.exporter import Exporter
+    from lit_garbage.training import cli
 
     base = tmp_path_factory.mktemp("tiny-export")
     data = base / "data"

@@ -43,8 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lit_garbage.runs import IMAGE_CACHE_DIR
+
 CACHE_VERSION = 1
-CACHE_SUBDIR = "image_cache"  # "auto": <folder of the manifest file>/image_cache
+CACHE_SUBDIR = IMAGE_CACHE_DIR  # "auto": <folder of the manifest file>/image_cache
 HIDDEN_CACHE_SUBDIR = ".image_cache"  # the same inside the dataset root, where a visible folder would be a class
 
 

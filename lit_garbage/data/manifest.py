@@ -30,11 +30,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from lit_garbage.runs import DUPLICATES_FILE, SKIPPED_FILE
+
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "bytes", "sha256")  # required columns (manifests of older runs have only these)
 EXTRA_FIELDS = ("phash", "group")  # perceptual hash (hex) and duplicate-group id ("" when unique)
-SKIPPED_FILE = "skipped.csv"
-DUPLICATES_FILE = "duplicates.csv"
 # torchvision's ImageFolder extensions plus the other formats Pillow reads out of the box.
 IMAGE_EXTENSIONS = tuple(sorted({*IMG_EXTENSIONS, ".gif", ".jfif"}))
 # Files the OS or a file manager leaves in folders: ignored silently (everything else is reported).

@@ -38,6 +38,7 @@ from lit_garbage.data.manifest import (
     scan_image_folder,
 )
 from lit_garbage.evaluation import seed_reference
+from lit_garbage.runs import EVAL_DIR, find_run_data
 
 WORST_COUNT = 12
 ALL_SPLIT = "all"
@@ -97,52 +98,23 @@ def _folder_manifest(root: Path) -> Manifest:
 
 def resolve_data(backend, model_path: str | Path, data_root: str | Path | None = None,
                  manifest: str | Path | None = None, whole_folder: bool = False) -> RunDataset:
-    """Dataset root + split manifest for a loaded model (see the module docstring for the search order)."""
+    """Dataset root + split manifest for a loaded model (`lit_garbage.runs.find_run_data` finds them)."""
     from lit_garbage.artifacts import locate_metadata
 
     model_path = Path(model_path)
     warnings: list[str] = []
-    dm: dict[str, Any] = {}
-    candidates: list[Path] = []
-    expected_sha = None
-    run_dir = None
-    if manifest:
-        candidates.append(Path(manifest))
     if backend.kind == "torch":
         dm = (getattr(backend, "checkpoint", None) or {}).get("datamodule_hyper_parameters") or {}
-        run_dir = model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
-        if dm.get("manifest"):
-            candidates.append(Path(dm["manifest"]))
-        candidates += [model_path.parent / "split.csv", model_path.parent.parent / "split.csv"]
+        found = find_run_data(model_path, checkpoint=True, datamodule=dm, data_root=data_root, manifest=manifest)
     else:
-        meta, export_dir = locate_metadata(model_path) or ({}, None)
-        if export_dir is not None:
-            run_dir = export_dir.parent
-            name = (meta.get("split_manifest") or {}).get("file")
-            expected_sha = (meta.get("split_manifest") or {}).get("sha256")
-            for folder in (export_dir, export_dir.parent):
-                if name:
-                    candidates.append(folder / name)
-            if (meta.get("split_manifest") or {}).get("path"):
-                candidates.append(Path(meta["split_manifest"]["path"]))
-            ckpt_name = (meta.get("checkpoint") or {}).get("file")
-            ckpt_path = (meta.get("checkpoint") or {}).get("path")
-            if ckpt_name:
-                folders = (export_dir.parent, export_dir, export_dir.parent / "checkpoints")
-                if ckpt_path:
-                    folders = (Path(ckpt_path).parent, *folders)
-                for folder in folders:
-                    if (folder / ckpt_name).is_file():
-                        dm = _checkpoint_info(folder / ckpt_name).get("datamodule_hyper_parameters") or {}
-                        if dm.get("manifest"):
-                            candidates.append(Path(dm["manifest"]))
-                        break
-    root = Path(data_root) if data_root else (Path(dm["root"]) if dm.get("root") else None)
+        found = find_run_data(model_path, export=locate_metadata(model_path), data_root=data_root, manifest=manifest,
+                              read_datamodule=lambda p: _checkpoint_info(p).get("datamodule_hyper_parameters"))
+    root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
             raise DataError(f"--split all needs a dataset folder: pass --data ROOT (got {root})")
         return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
-    manifest_path = next((p for p in candidates if p.is_file()), None)
+    manifest_path = found.manifest
     if manifest_path is None:
         if root is not None and root.is_dir() and data_root:
             warnings.append(f"the model carries no split manifest: evaluating every image under {root}")
@@ -279,7 +251,7 @@ def default_out(model_path: Path, kind: str, data: RunDataset | None) -> Path:
         name = model_path.parent.name
     label = name if kind != "torch" else f"torch-{name}"
     base = data.run_dir if data is not None and data.run_dir is not None else Path(".")
-    return base / "eval" / label
+    return base / EVAL_DIR / label
 
 
 def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: str | Path | None = None,

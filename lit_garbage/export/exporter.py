@@ -24,6 +24,7 @@ from lit_garbage.data.manifest import file_hash
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_classifier
+from lit_garbage.runs import RESULTS_FILE, default_export_dir, run_dir_of
 
 # User-facing format names -> the files they produce (metadata.FORMATS keys).
 FORMAT_FILES = {
@@ -70,12 +71,6 @@ def resolve_formats(requested: Sequence[str] | None) -> list[str]:
     return [f for f in ALL_FORMATS if f in wanted]
 
 
-def default_out(ckpt: Path) -> Path:
-    """`<run dir>/export` (a checkpoint in `<run>/checkpoints/` belongs to `<run>`)."""
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "export"
-
-
 class Exporter:
     def __init__(self, ckpt: str | Path, out: str | Path | None = None, formats: Sequence[str] | None = None,
                  calib_images: int = 100, verify_images: int = 64, verify: bool = True,
@@ -86,7 +81,7 @@ class Exporter:
         if verify_images < 1:
             raise ExportError(f"--verify-images must be at least 1, got {verify_images}")
         self.ckpt = Path(ckpt)
-        self.out = Path(out) if out is not None else default_out(self.ckpt)
+        self.out = Path(out) if out is not None else default_export_dir(self.ckpt)
         self.formats = resolve_formats(formats)
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
         self.data_root, self.manifest = data_root, manifest
@@ -236,12 +231,11 @@ class Exporter:
         import json
 
         results = None
-        for folder in (self.ckpt.parent, self.ckpt.parent.parent):
-            if (folder / "results.json").is_file():
-                results = json.loads((folder / "results.json").read_text())
-                results = {k: results.get(k) for k in ("epochs", "best_val_loss", "val_loss", "val_acc",
-                                                        "test_loss", "test_acc") if k in results}
-                break
+        results_file = run_dir_of(self.ckpt) / RESULTS_FILE
+        if results_file.is_file():
+            results = json.loads(results_file.read_text())
+            results = {k: results.get(k) for k in ("epochs", "best_val_loss", "val_loss", "val_acc",
+                                                    "test_loss", "test_acc") if k in results}
         try:
             manifest_path = self.data.manifest_path
             manifest_sha = file_hash(manifest_path)

@@ -14,6 +14,7 @@ import numpy as np
 
 from lit_garbage.data.manifest import Manifest, Record
 from lit_garbage.data.transforms import eval_transform, load_rgb
+from lit_garbage.runs import find_run_data
 
 
 class SampleError(RuntimeError):
@@ -54,22 +55,18 @@ class RunData:
 
 def run_data(checkpoint: Mapping[str, Any], ckpt_path: Path, data_root: str | Path | None = None,
              manifest: str | Path | None = None) -> RunData:
-    """Dataset root + split manifest of the run that produced a checkpoint.
+    """Dataset root + split manifest of the run that produced a checkpoint (`lit_garbage.runs.find_run_data`).
 
     Taken from the checkpoint's datamodule hyper-parameters; `data_root` / `manifest` override them
     (e.g. when the dataset moved). A relative manifest path is also looked up beside the checkpoint.
     """
-    dm = checkpoint.get("datamodule_hyper_parameters") or {}
-    root = Path(data_root or dm.get("root") or "")
-    candidates = [Path(manifest)] if manifest else []
-    if dm.get("manifest"):
-        candidates.append(Path(dm["manifest"]))
-    candidates += [ckpt_path.parent / "split.csv", ckpt_path.parent.parent / "split.csv"]
-    manifest_path = next((p for p in candidates if p.is_file()), None)
-    if manifest_path is None:
-        raise SampleError(f"no split manifest for {ckpt_path} (looked at {', '.join(map(str, candidates))}); "
+    found = find_run_data(ckpt_path, checkpoint=True, datamodule=checkpoint.get("datamodule_hyper_parameters") or {},
+                          data_root=data_root, manifest=manifest)
+    if found.manifest is None:
+        raise SampleError(f"no split manifest for {ckpt_path} (looked at {', '.join(map(str, found.looked_at))}); "
                           "pass --manifest PATH (the run's split.csv)")
+    root = found.root or Path("")
     if not str(root) or not root.is_dir():
         raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data-root PATH "
                           "(the dataset the run was trained on)")
-    return RunData(root, manifest_path, Manifest.read(manifest_path))
+    return RunData(root, found.manifest, Manifest.read(found.manifest))

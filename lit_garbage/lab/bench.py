@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from lit_garbage.runs import MANIFEST_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 SEED_CONFIG = REPO / "configs" / "seed.yaml"
 SCHEMA_VERSION = 1
@@ -536,7 +538,7 @@ class Bench:
         cfg = seed_config()
         d = cfg["data"]
         manifest = build_manifest(root, tuple(d["split"]), d["split_seed"])
-        manifest_path = self.workdir / "split.csv"
+        manifest_path = self.workdir / MANIFEST_FILE
         manifest.write(manifest_path)
         train = manifest.split("train")
         # The Keras side reads the very same files: the train split as a folder of class folders (links).

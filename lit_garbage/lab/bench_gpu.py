@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lit_garbage.lab.bench import _forever, seed_config
+from lit_garbage.runs import MANIFEST_FILE
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def prepare(data: Path | None, workdir: Path, image_size: int, per_class: int) -
         from lit_garbage.data.synthetic import generate
 
         data = generate(workdir / "data", per_class=per_class, size=max(image_size + 32, 256), seed=0)
-    manifest = workdir / "split.csv"
+    manifest = workdir / MANIFEST_FILE
     m = build_manifest(data, (0.8, 0.1, 0.1), 42)
     m.write(manifest)
     return Path(data), manifest, {"root": str(data), "train_images": len(m.split("train"))}

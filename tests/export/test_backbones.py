@@ -76,9 +76,9 @@ def test_export_and_verification_pass_for_other_backbones(backbone, tiny_data, t
     import numpy as np
     import onnxruntime as ort
 
-    from lit_garbage.training import cli
     from lit_garbage.export.exporter import Exporter
     from lit_garbage.export.tensorflow import onnx2tf_input
+    from lit_garbage.training import cli
 
     _, rewritten_op = FAMILIES[backbone]
     run = tmp_path / "run"
