@@ -1,9 +1,8 @@
-"""From the faithful seed recipe to the improved one, one change per row:
-`python scripts/ablate.py [--data ROOT] [--seeds 0 1 2]`. See `--help`; the work is done by `lit_garbage.lab.ablate`."""
+"""`python scripts/ablate.py ARGS` is `lit-garbage ablate ARGS` (see `lit-garbage ablate --help`)."""
 
 import sys
 
-from lit_garbage.lab.ablate import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["ablate", *sys.argv[1:]]))

@@ -1,11 +1,8 @@
-"""Benchmark this project against the seed's Keras recipe, side by side: `python scripts/bench.py [--quick]`.
-
-See `--help`; the work is done by `lit_garbage.lab.bench`.
-"""
+"""`python scripts/bench.py ARGS` is `lit-garbage bench ARGS` (see `lit-garbage bench --help`)."""
 
 import sys
 
-from lit_garbage.lab.bench import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

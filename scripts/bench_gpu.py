@@ -1,11 +1,8 @@
-"""Training throughput of the seed recipe on one GPU: `python scripts/bench_gpu.py [--data ROOT]`.
-
-See `--help`; the work is done by `lit_garbage.lab.bench_gpu`.
-"""
+"""`python scripts/bench_gpu.py ARGS` is `lit-garbage bench-gpu ARGS` (see `lit-garbage bench-gpu --help`)."""
 
 import sys
 
-from lit_garbage.lab.bench_gpu import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench-gpu", *sys.argv[1:]]))

@@ -1,10 +1,8 @@
-"""The seed recipe trained by this project and by the seed's Keras code, side by side:
-`python scripts/compare_keras.py [--data ROOT] [--seeds 0 1 2]`. See `--help`; the work is done by
-`lit_garbage.lab.compare_keras`."""
+"""`python scripts/compare_keras.py ARGS` is `lit-garbage compare-keras ARGS` (see `lit-garbage compare-keras --help`)."""
 
 import sys
 
-from lit_garbage.lab.compare_keras import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["compare-keras", *sys.argv[1:]]))

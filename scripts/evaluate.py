@@ -1,8 +1,8 @@
-"""Evaluate any model file on its run's split: `python scripts/evaluate.py --model PATH` (see --help)."""
+"""`python scripts/evaluate.py ARGS` is `lit-garbage evaluate ARGS` (see `lit-garbage evaluate --help`)."""
 
 import sys
 
-from lit_garbage.evaluation.evaluate import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,11 +1,8 @@
-"""Export a checkpoint to every format and verify each: `python scripts/export_all.py --ckpt RUN/model.ckpt`.
-
-See `--help` for the options and examples; the work is done by `lit_garbage.export`.
-"""
+"""`python scripts/export_all.py ARGS` is `lit-garbage export ARGS` (see `lit-garbage export --help`)."""
 
 import sys
 
-from lit_garbage.export.cli import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["export", *sys.argv[1:]]))

@@ -1,10 +1,8 @@
-"""Train a garbage classifier: `python scripts/fit.py --config configs/seed.yaml --data.root PATH`.
+"""`python scripts/fit.py ARGS` is `lit-garbage fit ARGS` (see `lit-garbage fit --help`)."""
 
-Every option can be overridden on the command line (`--help`, `--print_config`). Multi-GPU:
-`--trainer.devices 4 --trainer.strategy ddp`; see the README for multi-node launches.
-"""
+import sys
 
-from lit_garbage.training.cli import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["fit", *sys.argv[1:]]))

@@ -1,8 +1,8 @@
-"""Top-k predictions for images with any model file: `python scripts/predict.py --model PATH IMAGES...` (see --help)."""
+"""`python scripts/predict.py ARGS` is `lit-garbage predict ARGS` (see `lit-garbage predict --help`)."""
 
 import sys
 
-from lit_garbage.serve.predict import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["predict", *sys.argv[1:]]))

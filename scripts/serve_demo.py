@@ -1,8 +1,8 @@
-"""Serve the browser demo for an export: `python scripts/serve_demo.py --export DIR` (see --help)."""
+"""`python scripts/serve_demo.py ARGS` is `lit-garbage serve ARGS` (see `lit-garbage serve --help`)."""
 
 import sys
 
-from lit_garbage.serve.demo import main
+from lit_garbage.commands.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -51,7 +51,7 @@ STEPS: list[tuple[str, str, list[str]]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = experiment_parser("ablate.py", __doc__.split("\n\n")[0], "compare_keras.py")
+    p = experiment_parser("lit-garbage ablate", __doc__.split("\n\n")[0], "compare-keras")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the first and last rows")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="seeds of the rows between")
     p.add_argument("--rows", type=int, default=None, help="stop after this many rows (with the faithful one)")

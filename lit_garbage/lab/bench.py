@@ -857,7 +857,7 @@ ratios are ours / Keras: above 1 is better for images/s, below 1 is better for l
 
 def build_parser() -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1
-    p = argparse.ArgumentParser(prog="lit-garbage-bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="lit-garbage bench", description=__doc__.split("\n\n")[0],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None,
                    help="ImageFolder root to measure on (default: ../shared/data/real/smoke when present, else "

@@ -178,7 +178,8 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(prog="lit-garbage bench-gpu", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, help="ImageFolder root (default: generated images)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--per-class", type=int, default=300, help="generated images per class (default 300)")

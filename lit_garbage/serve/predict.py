@@ -1,4 +1,4 @@
-"""`lit-garbage-predict` / `scripts/predict.py`: top-k classes for images with any model file.
+"""Top-k classes for images with any model file (`lit-garbage predict`): tables, JSON, CSV and the grid.
 
     python scripts/predict.py --model runs/demo/export/model_int8.tflite photos/ extra.jpg --top-k 3
 
@@ -11,19 +11,14 @@ predicted; 2 when a model cannot be loaded (the other models still run) or the a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from lit_garbage.data.manifest import IMAGE_EXTENSIONS
 from lit_garbage.inference.files import (
-    DEFAULT_BATCH,
     LoadError,
     collect_images,
     image_note,
@@ -31,83 +26,8 @@ from lit_garbage.inference.files import (
     top_k,
 )
 
-EPILOG = """examples:
-  # top-3 for a folder and a single photo with the checkpoint
-  lit-garbage-predict --model runs/demo/model.ckpt photos/ my_bin.jpg
 
-  # the same with the int8 TFLite file, top-5, results to JSON and CSV
-  lit-garbage-predict --model runs/demo/export/model_int8.tflite photos/ --top-k 5 \\
-      --json preds.json --csv preds.csv
-
-  # a grid of 12 images sampled (seed 7) from a folder, with label and confidence
-  lit-garbage-predict --model runs/demo/export/model.onnx photos/ --grid grid.png --seed 7
-
-  # no images given: 12 images of the run's own test split (the seed's figure)
-  lit-garbage-predict --model runs/demo/export/model_float32.tflite --grid grid.png
-
-  # two formats side by side: the second table shows whether they agree
-  lit-garbage-predict --model runs/demo/model.ckpt --model runs/demo/export/tfjs photos/
-
-model files: a .ckpt checkpoint, model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) or a
-TFJS model.json / folder (needs Node and `npm ci`). Folders are searched recursively for images
-(""" + ", ".join(IMAGE_EXTENSIONS) + """).
-exit status: 0 predicted; 1 nothing could be predicted; 2 a model could not be loaded or bad arguments.
-"""
-
-
-# ---------------------------------------------------------------- command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lit-garbage-predict",
-        description="Top-k garbage classes with confidences for image files and folders, with any model "
-                    "file of this project (checkpoint, ONNX, SavedModel, TFLite, TFJS).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="*", metavar="IMAGES_OR_FOLDERS",
-                   help="image files and/or folders (searched recursively); none: the run's test split "
-                        "(from the model's split manifest)")
-    p.add_argument("--model", required=True, action="append", metavar="PATH",
-                   help="model file or folder; repeat to compare formats")
-    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write all predictions as JSON")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="write all predictions as CSV (one row per image)")
-    p.add_argument("--grid", type=Path, metavar="PNG", help="draw up to 12 images with predicted label and confidence")
-    p.add_argument("--grid-size", type=int, default=12, help="images in the grid, at most 12 (default: 12)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling the grid's images (default: 0)")
-    p.add_argument("--data", type=Path, metavar="ROOT",
-                   help="dataset root for the test-split default, if it moved since training")
-    p.add_argument("--split", default="test", help="split used when no images are given (default: test)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per model call (default: {DEFAULT_BATCH})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
-    p.add_argument("--quiet", action="store_true", help="no per-image table (summaries and errors only)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from rich.console import Console
-
-    console = Console()
-    errors = Console(stderr=True, soft_wrap=True)  # one message = one line, whatever the width
-    if args.top_k < 1:
-        errors.print("[red]error:[/] --top-k must be at least 1")
-        return 2
-    if not 1 <= args.grid_size <= 12:
-        errors.print("[red]error:[/] --grid-size must be between 1 and 12")
-        return 2
-    if args.batch_size < 1:
-        errors.print("[red]error:[/] --batch-size must be at least 1")
-        return 2
-    try:
-        return _run(args, console, errors)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        return 130
-
-
-def _run(args, console, errors) -> int:
+def run(args, console, errors) -> int:
     from rich.markup import escape
     from rich.table import Table
 
@@ -283,6 +203,3 @@ def _write_csv(path: Path, results: dict, errors_out: list, k: int) -> None:
         for e in errors_out:
             writer.writerow(["", "", e["path"]] + [""] * (2 * k) + ["", e["error"]])
 
-
-if __name__ == "__main__":
-    sys.exit(main())

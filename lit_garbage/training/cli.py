@@ -1,4 +1,4 @@
-"""`fit.py`: LightningCLI over `GarbageClassifier` + `GarbageDataModule`, one run directory per run.
+"""`lit-garbage fit`: LightningCLI over `GarbageClassifier` + `GarbageDataModule`, one run directory per run.
 
 A run directory holds everything about a run: `config.yaml` (the fully resolved config, so
 `fit.py --config <run>/config.yaml` reproduces it), `split.csv` (the split manifest), `metrics.csv`
@@ -27,7 +27,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_garbage.data.datamodule import GarbageDataModule
-from lit_garbage.data.manifest import DatasetError
 from lit_garbage.runs import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -180,8 +179,8 @@ def _remove_unfinished_run_dir() -> None:
 
 
 def main(args: list[str] | None = None) -> dict | None:
-    """Run `fit.py`. Called with `args` (tests, scripts) dataset errors raise `DatasetError`; from the
-    command line they end the process with the message alone (exit status 1), no stack trace."""
+    """Fit with the command-line arguments `args` (None: `sys.argv[1:]`); returns the results (None if the run
+    did not finish). Dataset errors raise `DatasetError` (`lit-garbage fit` prints them without a traceback)."""
     _RUN.clear()
     try:
         cli = GarbageCLI(
@@ -192,15 +191,11 @@ def main(args: list[str] | None = None) -> dict | None:
             save_config_kwargs={"overwrite": True},
             args=args,
             auto_configure_optimizers=False,
+            parser_kwargs={"prog": "lit-garbage fit"},
         )
         return run_fit(cli)
     except BaseException as err:
         if not isinstance(err, SystemExit) or err.code not in (0, None):
             _remove_unfinished_run_dir()
-        if args is None and isinstance(err, DatasetError):
-            raise SystemExit(f"error: {err}") from None
         raise
 
-
-if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)

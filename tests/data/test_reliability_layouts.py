@@ -40,13 +40,12 @@ def test_bad_layout_fails_clearly_through_the_cli_and_leaves_no_run_directory(la
     assert not run_dir.exists()
 
 
-def test_command_line_gets_the_message_without_a_traceback(tmp_path, monkeypatch, capsys):
-    import sys
+def test_command_line_gets_the_message_without_a_traceback(tmp_path, capsys):
+    from lit_garbage.commands.main import main as lit_garbage
 
-    monkeypatch.setattr(sys, "argv", ["fit.py", *fit_args(tmp_path / "nowhere", tmp_path / "run")])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    assert str(exc.value.code).startswith("error: dataset root") and "does not exist" in str(exc.value.code)
+    assert lit_garbage(["fit", *fit_args(tmp_path / "nowhere", tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset root") and "does not exist" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 

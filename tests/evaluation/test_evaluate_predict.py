@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from lit_garbage.artifacts import FORMATS
-from lit_garbage.evaluation import evaluate as ev
+from lit_garbage.commands import evaluate as ev
+from lit_garbage.commands import predict as pr
 from lit_garbage.evaluation import seed_reference
 from lit_garbage.evaluation.figures import confusion_size_px, grid_size_px
-from lit_garbage.serve import predict as pr
 from tests.fixtures_export import CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def _png(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def evaluations(tiny_export, tmp_path_factory) -> dict:
-    """`lit-garbage-evaluate` on the checkpoint and every fp32 export (the CLI, as a person runs it)."""
+    """`lit-garbage evaluate` on the checkpoint and every fp32 export (the CLI, as a person runs it)."""
     base = tmp_path_factory.mktemp("eval")
     out = {}
     for name in ["torch", *FP32]:
@@ -303,7 +303,7 @@ def test_real_photos_through_the_script(tiny_export, real_smoke, tmp_path):
     assert "predicted 40 of 40 images" in proc.stdout
 
 
-@pytest.mark.parametrize("module", [ev, pr, pytest.importorskip("lit_garbage.serve.demo")])
+@pytest.mark.parametrize("module", [ev, pr, pytest.importorskip("lit_garbage.commands.serve")])
 def test_every_command_has_help_with_examples(module, capsys):
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])

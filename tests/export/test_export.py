@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from lit_garbage.artifacts import FORMATS
+from lit_garbage.commands.export import main as export_main
 from lit_garbage.data.manifest import file_hash
-from lit_garbage.export.cli import main as export_main
 from lit_garbage.export.exporter import MARKER, Exporter, ExportError
 from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.samples import run_data

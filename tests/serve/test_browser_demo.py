@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lit_garbage.commands.serve import main as serve_main
 from lit_garbage.data.transforms import eval_transform, load_rgb
 from lit_garbage.inference.backends import load_backend
 from lit_garbage.serve.demo import DemoError, make_server, serve_in_thread
-from lit_garbage.serve.demo import main as serve_main
 from tests.fixtures_export import CLASSES, IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]

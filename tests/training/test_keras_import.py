@@ -11,6 +11,7 @@ import torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
+from lit_garbage.commands.import_keras import main  # noqa: E402
 from lit_garbage.data.transforms import eval_transform, load_rgb  # noqa: E402
 from lit_garbage.inference.backends import load_classifier  # noqa: E402
 from lit_garbage.models.keras_backbone import (  # noqa: E402
@@ -19,7 +20,7 @@ from lit_garbage.models.keras_backbone import (  # noqa: E402
     read_keras_mobilenetv2,
 )
 from lit_garbage.models.network import GarbageNet  # noqa: E402
-from lit_garbage.training.keras_import import import_keras, main  # noqa: E402
+from lit_garbage.training.keras_import import import_keras  # noqa: E402
 from lit_garbage.training.module import GarbageClassifier  # noqa: E402
 
 SIZE = 96  # any resolution works; small keeps the test fast

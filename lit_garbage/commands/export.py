@@ -1,4 +1,4 @@
-"""`lit-garbage-export` / `scripts/export_all.py`: one command, every format, verified.
+"""`lit-garbage export` (alias `scripts/export_all.py`): one command, every format, verified.
 
 Exit status: 0 exported (and verified, unless --no-verify); 1 a verification threshold was broken
 (the export is in place with verify.md saying which); 2 the export could not be made.
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lit_garbage.export.exporter import ALL_FORMATS
 
     p = argparse.ArgumentParser(
-        prog="lit-garbage-export",
+        prog="lit-garbage export",
         description="Export a lit_garbage checkpoint to ONNX, TensorFlow SavedModel, TFLite (float32, float16, "
                     "int8) and TensorFlow.js, then verify every file against the torch model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,50 @@
+"""The one `lit-garbage` command: every subcommand listed, reachable, with its own --help; scripts/ are aliases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lit_garbage.commands.main import SUBCOMMANDS, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fit", "export", "evaluate", "predict", "serve", "import-keras", "bench"):
+        assert f"\n  {name} " in out, f"{name} missing from:\n{out}"
+
+
+def test_unknown_or_missing_subcommand_is_refused(capsys):
+    assert main(["trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_its_own_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert f"lit-garbage {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script,name", [("fit.py", "fit"), ("export_all.py", "export"), ("evaluate.py", "evaluate"),
+                                         ("predict.py", "predict"), ("serve_demo.py", "serve"),
+                                         ("import_keras.py", "import-keras")])
+def test_scripts_are_aliases_of_the_subcommands(script, name):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"usage: lit-garbage {name}" in proc.stdout
+
+
+def test_python_dash_m_runs_the_command():
+    proc = subprocess.run([sys.executable, "-m", "lit_garbage", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("lit-garbage ")
