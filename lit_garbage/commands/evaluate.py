@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from lit_garbage.commands.options import MODEL_FILES, add_data, add_model, add_runtime
 from lit_garbage.data.manifest import DatasetError
 from lit_garbage.evaluation.evaluate import (
     ALL_SPLIT,
@@ -26,10 +27,10 @@ EPILOG = """examples:
   lit-garbage evaluate --model runs/demo/export/model_int8.tflite --out eval/int8
 
   # validation and test splits; the dataset moved since training
-  lit-garbage evaluate --model runs/demo/export/model.onnx --split val test --data /data/garbage
+  lit-garbage evaluate --model runs/demo/export/model.onnx --split val test --data.root /data/garbage
 
   # any folder of class folders, every image (no split manifest needed)
-  lit-garbage evaluate --model runs/demo/export/tfjs --data photos/ --split all
+  lit-garbage evaluate --model runs/demo/export/tfjs --data.root photos/ --split all
 
 outputs (in --out, default RUN/eval/<model>): report.md, metrics.json, confusion_<split>.png,
 worst_<split>.png, predictions_<split>.csv. The seed's reported numbers (SPEC.md) are shown beside ours.
@@ -43,16 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accuracy, per-class precision/recall/F1 (macro and weighted), confusion matrix and the "
                     "worst mistakes of any model file of this project, side by side with the seed's results.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="checkpoint (.ckpt), model.onnx, SavedModel folder, .tflite file or TFJS model.json/folder")
-    p.add_argument("--data", metavar="ROOT", help="dataset root (default: the one the run was trained on)")
-    p.add_argument("--manifest", metavar="CSV", help="split manifest (default: the run's split.csv)")
+    add_model(p, f"the model file: {MODEL_FILES}")
+    add_data(p, "dataset root (default: the one the run was trained on)")
     p.add_argument("--split", nargs="+", default=["test"], metavar="SPLIT",
-                   help="train, val, test (several allowed) or 'all' (every image under --data); default: test")
+                   help="train, val, test (several allowed) or 'all' (every image under --data.root); default: test")
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/<model>)")
     p.add_argument("--worst", type=int, default=WORST_COUNT, help=f"mistakes drawn, at most 12 (default: {WORST_COUNT})")
-    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
+    add_runtime(p)
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average each image's probabilities with its mirror image's")
     return p
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("[red]error:[/] --worst must be 0..12 and --batch-size at least 1")
         return 2
     try:
-        ev = evaluate(args.model, args.split, args.data, args.manifest, args.out, args.batch_size, args.threads,
+        ev = evaluate(args.model, args.split, args.data_root, args.manifest, args.out, args.batch_size, args.threads,
                       args.worst, console=errors, tta=args.tta)
     except (ModelFileError, BackendUnavailableError, DataError, DatasetError) as err:
         errors.print(f"[red]error:[/] {escape(str(err))}")

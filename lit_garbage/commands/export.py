@@ -12,16 +12,18 @@ import signal
 import sys
 import threading
 
+from lit_garbage.commands.options import add_data, add_model, parse_args
+
 EPILOG = """examples:
   # every format into runs/demo/export, verified on the run's test images
-  python scripts/export_all.py --ckpt runs/demo/model.ckpt
+  lit-garbage export --model runs/demo/model.ckpt
 
   # only ONNX + TFLite, more calibration images, own output folder
-  python scripts/export_all.py --ckpt runs/demo/model.ckpt --formats onnx tflite int8 \\
+  lit-garbage export --model runs/demo/model.ckpt --formats onnx tflite int8 \\
       --calib-images 200 --out dist/garbage
 
   # dataset moved since training
-  python scripts/export_all.py --ckpt runs/demo/model.ckpt --data-root /data/garbage
+  lit-garbage export --model runs/demo/model.ckpt --data.root /data/garbage
 
 formats: onnx (model.onnx), saved_model (saved_model/), tflite (model_float32.tflite, model_float16.tflite),
 int8 (model_int8.tflite), tfjs (tfjs/model.json). A format brings in what it is built from
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a lit_garbage checkpoint to ONNX, TensorFlow SavedModel, TFLite (float32, float16, "
                     "int8) and TensorFlow.js, then verify every file against the torch model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint of a scripts/fit.py run (e.g. RUN/model.ckpt)")
+    add_model(p, "checkpoint of a `lit-garbage fit` run (e.g. RUN/model.ckpt)", old=("--ckpt",))
     p.add_argument("--out", default=None, help="output folder (default: RUN/export); replaced atomically")
     p.add_argument("--formats", nargs="+", choices=ALL_FORMATS, default=list(ALL_FORMATS), metavar="FORMAT",
                    help=f"formats to export (default: all): {' '.join(ALL_FORMATS)}")
@@ -47,14 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-images", type=int, default=64,
                    help="test-split images run through every backend (default: 64)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
-    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
-    p.add_argument("--manifest", default=None, help="split manifest (default: the run's split.csv)")
+    add_data(p, "dataset folder, if it moved since training")
     p.add_argument("--verbose", action="store_true", help="show the converters' own logs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if not args.verbose:  # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # SIGTERM unwinds like Ctrl-C, so the partial folder is removed and the old export stays.
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from lit_garbage.inference.backends import ModelFileError
 
     try:
-        exporter = Exporter(args.ckpt, out=args.out, formats=args.formats, calib_images=args.calib_images,
+        exporter = Exporter(args.model, out=args.out, formats=args.formats, calib_images=args.calib_images,
                             verify_images=args.verify_images, verify=not args.no_verify,
                             data_root=args.data_root, manifest=args.manifest, verbose=args.verbose)
         result = exporter.run()

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from lit_garbage.commands.options import add_data, add_model, add_runtime
 from lit_garbage.data.manifest import IMAGE_EXTENSIONS
-from lit_garbage.inference.files import DEFAULT_BATCH
 from lit_garbage.serve.predict import run
 
 EPILOG = """examples:
@@ -48,19 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="IMAGES_OR_FOLDERS",
                    help="image files and/or folders (searched recursively); none: the run's test split "
                         "(from the model's split manifest)")
-    p.add_argument("--model", required=True, action="append", metavar="PATH",
-                   help="model file or folder; repeat to compare formats")
+    add_model(p, "model file or folder; repeat to compare formats", repeat=True)
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write all predictions as JSON")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write all predictions as CSV (one row per image)")
     p.add_argument("--grid", type=Path, metavar="PNG", help="draw up to 12 images with predicted label and confidence")
     p.add_argument("--grid-size", type=int, default=12, help="images in the grid, at most 12 (default: 12)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling the grid's images (default: 0)")
-    p.add_argument("--data", type=Path, metavar="ROOT",
-                   help="dataset root for the test-split default, if it moved since training")
+    add_data(p, "dataset root for the test-split default, if it moved since training", manifest=False)
     p.add_argument("--split", default="test", help="split used when no images are given (default: test)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per model call (default: {DEFAULT_BATCH})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
+    add_runtime(p)
     p.add_argument("--quiet", action="store_true", help="no per-image table (summaries and errors only)")
     return p
 

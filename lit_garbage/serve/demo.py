@@ -53,7 +53,7 @@ def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path = NODE_MO
         raise DemoError(f"export folder {export} does not exist (make one with scripts/export_all.py)")
     if not (export / "tfjs" / "model.json").is_file():
         raise DemoError(f"{export} has no tfjs/model.json: export the tfjs format "
-                        f"(scripts/export_all.py --ckpt RUN/model.ckpt --formats tfjs)")
+                        f"(lit-garbage export --model RUN/model.ckpt --formats tfjs)")
     if not (export / "labels.txt").is_file() and not (export / "metadata.json").is_file():
         raise DemoError(f"{export} has neither labels.txt nor metadata.json")
     if not (web / "index.html").is_file():

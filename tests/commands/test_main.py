@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lit_garbage.commands.main import SUBCOMMANDS, main
+from lit_garbage.commands.options import parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,3 +49,29 @@ def test_python_dash_m_runs_the_command():
     proc = subprocess.run([sys.executable, "-m", "lit_garbage", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("lit-garbage ")
+
+
+@pytest.mark.parametrize("command,old,new", [
+    ("export", ["--ckpt", "m.ckpt", "--data-root", "d", "--manifest", "s.csv"],
+     ["--model", "m.ckpt", "--data.root", "d", "--data.manifest", "s.csv"]),
+    ("evaluate", ["--model", "m.onnx", "--data", "d", "--manifest", "s.csv"],
+     ["--model", "m.onnx", "--data.root", "d", "--data.manifest", "s.csv"]),
+    ("predict", ["--model", "m.tflite", "--data", "d"], ["--model", "m.tflite", "--data.root", "d"]),
+])
+def test_one_fact_has_one_flag_in_every_command_and_old_spellings_still_work(command, old, new, capsys):
+    import importlib
+
+    parser = importlib.import_module(SUBCOMMANDS[command][0]).build_parser()
+    assert parse_args(parser, old) == parse_args(parser, new)
+    parser.print_help()
+    shown = capsys.readouterr().out
+    assert "--model" in shown and "--data.root" in shown
+    assert "--data-root" not in shown and "--ckpt" not in shown and "--data " not in shown
+
+
+def test_export_still_requires_a_model(capsys):
+    from lit_garbage.commands.export import main as export
+
+    with pytest.raises(SystemExit) as exit_:
+        export(["--out", "x"])
+    assert exit_.value.code == 2 and "required: --model" in capsys.readouterr().err

@@ -143,15 +143,15 @@ def test_export_without_its_run_needs_data_and_then_evaluates_the_whole_folder(t
     (lone / "metadata.json").write_text(json.dumps(meta))
     assert ev.main(["--model", str(model), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert "no split manifest" in err and "--data ROOT" in err and "Traceback" not in err
-    assert ev.main(["--model", str(model), "--data", str(tiny_export["data"]), "--out", str(tmp_path / "b")]) == 0
+    assert "no split manifest" in err and "--data.root ROOT" in err and "Traceback" not in err
+    assert ev.main(["--model", str(model), "--data.root", str(tiny_export["data"]), "--out", str(tmp_path / "b")]) == 0
     assert "evaluating every image" in capsys.readouterr().err
     (split,) = json.loads((tmp_path / "b" / "metrics.json").read_text())["splits"]
     assert split["split"] == "all" and split["images"] == 160
 
 
 def test_evaluate_on_real_photos_skips_classes_the_model_does_not_know(tiny_export, real_smoke, tmp_path, capsys):
-    code = ev.main(["--model", str(tiny_export["out"] / "model.onnx"), "--data", str(real_smoke), "--split", "all",
+    code = ev.main(["--model", str(tiny_export["out"] / "model.onnx"), "--data.root", str(real_smoke), "--split", "all",
                     "--out", str(tmp_path)])
     assert code == 0
     assert "the model has no class glass" in capsys.readouterr().err

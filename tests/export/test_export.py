@@ -168,16 +168,16 @@ def test_export_refuses_to_replace_a_folder_it_did_not_write(exported, tmp_path)
 def test_corrupted_or_wrong_checkpoint_gives_a_clear_message(exported, tmp_path, capsys):
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(exported["ckpt"].read_bytes()[:4096])
-    assert export_main(["--ckpt", str(truncated), "--out", str(tmp_path / "o")]) == 2
+    assert export_main(["--model", str(truncated), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "not a readable PyTorch checkpoint" in err and "Traceback" not in err
 
     wrong = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 1}, wrong)
-    assert export_main(["--ckpt", str(wrong)]) == 2
+    assert export_main(["--model", str(wrong)]) == 2
     assert "not a lit_garbage GarbageClassifier checkpoint" in capsys.readouterr().err
 
-    assert export_main(["--ckpt", str(tmp_path / "missing.ckpt")]) == 2
+    assert export_main(["--model", str(tmp_path / "missing.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -196,7 +196,7 @@ def test_corrupted_model_file_gives_model_file_error(tmp_path, name):
 def test_unwritable_output_folder_gives_a_clear_message(exported, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code = export_main(["--ckpt", str(exported["ckpt"]), "--out", str(blocker / "export"), "--formats", "onnx"])
+    code = export_main(["--model", str(exported["ckpt"]), "--out", str(blocker / "export"), "--formats", "onnx"])
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot write the export" in err and "Traceback" not in err

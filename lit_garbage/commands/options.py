@@ -1,0 +1,52 @@
+"""The options several subcommands share, named once: one fact, one flag, in every command.
+
+The dataset flags are spelled as `lit-garbage fit` spells them (`--data.root`, `--data.manifest`, its
+LightningCLI keys), so a path given to `fit` is given the same way to `export`, `evaluate` and `predict`.
+The spellings of earlier releases (`--data-root`, `--data`, `--manifest`, `--ckpt`) still work, unlisted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lit_garbage.inference.files import DEFAULT_BATCH
+
+MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
+               "or a TFJS model.json / folder")
+
+
+def add_model(p: argparse.ArgumentParser, help: str, *, repeat: bool = False, old: tuple[str, ...] = ()) -> None:
+    """`--model PATH`: the model file a command reads (`repeat`: may be given several times)."""
+    kwargs = {"action": "append"} if repeat else {}
+    # Required, but an old spelling may stand in for it: checked by `parse_args` instead of argparse.
+    p.add_argument("--model", required=not old, metavar="PATH", dest="model", help=help, **kwargs)
+    for name in old:
+        p.add_argument(name, dest="model", help=argparse.SUPPRESS, **kwargs)
+    if old:
+        p.set_defaults(_needs_model=True)
+
+
+def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """`p.parse_args(argv)`, plus the required `--model` that argparse cannot check when it has old spellings."""
+    args = p.parse_args(argv)
+    if vars(args).pop("_needs_model", False) and args.model is None:
+        p.error("the following arguments are required: --model")
+    return args
+
+
+def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = True) -> None:
+    """`--data.root ROOT` (and `--data.manifest CSV`): the run's dataset, when it moved since training."""
+    p.add_argument("--data.root", dest="data_root", type=Path, metavar="ROOT", help=root_help)
+    p.add_argument("--data-root", "--data", dest="data_root", type=Path, help=argparse.SUPPRESS)
+    if manifest:
+        p.add_argument("--data.manifest", dest="manifest", type=Path, metavar="CSV",
+                       help="split manifest (default: the run's split.csv)")
+        p.add_argument("--manifest", dest="manifest", type=Path, help=argparse.SUPPRESS)
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """`--batch-size` and `--threads`: how a model is run, whatever its format."""
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                   help=f"images per model call (default: {DEFAULT_BATCH})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
