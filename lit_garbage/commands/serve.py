@@ -22,7 +22,7 @@ EPILOG = """examples:
   lit-garbage serve --export runs/demo/export --port 0
 
 The export must hold tfjs/model.json (run scripts/export_all.py with the tfjs format) and labels.txt /
-metadata.json. The page loads TensorFlow.js from node_modules: run `npm ci` in the project root once.
+metadata.json. The page loads TensorFlow.js from node_modules (`npm ci --prefix lit_garbage/inference/tfjs` once; `make` does).
 """
 
 

@@ -1,7 +1,7 @@
 """SavedModel -> TensorFlow.js graph model (`model.json` + weight shards) with tensorflowjs's converter API.
 
 The graph model keeps the SavedModel's `serving_default` signature: input `images` float32 [N, H, W, 3]
-RGB in [0, 1], output class probabilities. It runs in browsers and in Node (see `js/tfjs_predict.mjs`).
+RGB in [0, 1], output class probabilities. It runs in browsers and in Node (see `lit_garbage/inference/tfjs/tfjs_predict.mjs`).
 
 The converter's grappler passes can fold a per-channel bias whose values are all equal into a scalar
 (MobileNetV3's squeeze-excitation conv with untrained, all-zero biases, plus its hard-sigmoid's +0.5) and

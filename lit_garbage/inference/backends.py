@@ -6,7 +6,7 @@
 
 The kind is chosen from the path: a Lightning `.ckpt` (torch), `.onnx` (onnxruntime), a SavedModel folder
 (TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS graph model (`model.json` or its
-folder; run in Node with the wasm backend by `js/tfjs_predict.mjs`). Every backend takes the same NCHW
+folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`). Every backend takes the same NCHW
 input, so callers never deal with layouts; NHWC formats are transposed inside.
 
 Errors: `ModelFileError` for a file that is missing, corrupted or not a model of this project;
@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -29,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from lit_garbage.artifacts import find_metadata, read_onnx_metadata
+from lit_garbage.inference import node_runtime
 
 KINDS = ("torch", "onnx", "saved_model", "tflite", "tfjs")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TFJS_RUNNER_ENV = "LIT_GARBAGE_TFJS_RUNNER"
 
 
 class ModelFileError(ValueError):
@@ -274,7 +272,7 @@ class TFLiteBackend(Backend):
 
 
 class TFJSBackend(Backend):
-    """The TFJS graph model run by `node js/tfjs_predict.mjs` (wasm backend) in a subprocess."""
+    """The TFJS graph model run by `node tfjs/tfjs_predict.mjs` (wasm backend) in a subprocess."""
 
     kind = "tfjs"
 
@@ -294,27 +292,29 @@ class TFJSBackend(Backend):
             raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
         names, size = _names_and_size(model_json, self.kind, dims[1])
         super().__init__(model_json, _default_names(names, out_dims[-1]), size)
-        self.node = node or os.environ.get("LIT_GARBAGE_NODE") or shutil.which("node")
-        self.runner = Path(os.environ.get(TFJS_RUNNER_ENV, PROJECT_ROOT / "js" / "tfjs_predict.mjs"))
+        self.node = node or node_runtime.node_executable()
+        self.runner = node_runtime.runner()
+        self.node_modules = node_runtime.node_modules()
         self.last_latency_ms: float | None = None
         self.check_runtime()
 
     def check_runtime(self) -> None:
         if not self.node:
             raise BackendUnavailableError("`node` was not found on PATH; TFJS models run in Node.js 18+ "
-                                          "(install Node, then `npm ci` in the project root)")
+                                          f"(install Node, then {node_runtime.install_hint()})")
         if not self.runner.is_file():
-            raise BackendUnavailableError(f"the TFJS runner {self.runner} is missing (set {TFJS_RUNNER_ENV})")
-        wasm = self.runner.parent.parent / "node_modules" / "@tensorflow" / "tfjs-backend-wasm"
+            raise BackendUnavailableError(f"the TFJS runner {self.runner} is missing (set {node_runtime.RUNNER_ENV})")
+        wasm = self.node_modules / "@tensorflow" / "tfjs-backend-wasm"
         if not wasm.is_dir():
-            raise BackendUnavailableError(f"{wasm} is missing: run `npm ci` in {self.runner.parent.parent}")
+            raise BackendUnavailableError(f"{wasm} is missing: {node_runtime.install_hint()}")
 
     def _run(self, images: np.ndarray, warmup: int) -> tuple[np.ndarray, float]:
         x = _nhwc(images)
         with tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-") as tmp:
             inp, out = Path(tmp) / "images.f32", Path(tmp) / "result.json"
             x.astype("<f4").tofile(inp)
-            cmd = [self.node, str(self.runner), "--model", str(self.path), "--input", str(inp),
+            cmd = [self.node, str(self.runner), "--node-modules", str(self.node_modules), "--model", str(self.path),
+                   "--input", str(inp),
                    "--shape", ",".join(map(str, x.shape)), "--output", str(out), "--warmup", str(warmup)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -25,10 +25,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lit_garbage.artifacts import LABELS_FILE, METADATA_FILE
+from lit_garbage.inference import node_runtime
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-WEB_DIR = PROJECT_ROOT / "web"
-NODE_MODULES = PROJECT_ROOT / "node_modules"
+WEB_DIR = Path(__file__).resolve().parent / "web"  # package data: the page travels with the package
 VENDOR = {
     "tfjs": ("@tensorflow", "tfjs", "dist"),
     "tfjs-backend-wasm": ("@tensorflow", "tfjs-backend-wasm", "dist"),
@@ -47,10 +46,11 @@ class DemoError(RuntimeError):
     """The export or the page's files are not where the demo needs them."""
 
 
-def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path = NODE_MODULES) -> None:
+def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path | None = None) -> None:
     """Raise DemoError naming the first missing piece (export files, web/ page, node_modules)."""
+    node_modules = node_runtime.node_modules() if node_modules is None else node_modules
     if not export.is_dir():
-        raise DemoError(f"export folder {export} does not exist (make one with scripts/export_all.py)")
+        raise DemoError(f"export folder {export} does not exist (make one with lit-garbage export)")
     if not (export / "tfjs" / "model.json").is_file():
         raise DemoError(f"{export} has no tfjs/model.json: export the tfjs format "
                         f"(lit-garbage export --model RUN/model.ckpt --formats tfjs)")
@@ -60,7 +60,7 @@ def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path = NODE_MO
         raise DemoError(f"the demo page {web / 'index.html'} is missing")
     for parts in VENDOR.values():
         if not node_modules.joinpath(*parts).is_dir():
-            raise DemoError(f"{node_modules.joinpath(*parts)} is missing: run `npm ci` in {node_modules.parent}")
+            raise DemoError(f"{node_modules.joinpath(*parts)} is missing: {node_runtime.install_hint()}")
 
 
 class DemoHandler(SimpleHTTPRequestHandler):
@@ -113,9 +113,10 @@ class DemoHandler(SimpleHTTPRequestHandler):
 
 
 def make_server(export: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
-                web: Path = WEB_DIR, node_modules: Path = NODE_MODULES) -> ThreadingHTTPServer:
+                web: Path = WEB_DIR, node_modules: Path | None = None) -> ThreadingHTTPServer:
     """A ready (bound, not yet serving) server for `export`; port 0 picks a free port (see server_address)."""
     export = Path(export).resolve()
+    node_modules = node_runtime.node_modules() if node_modules is None else node_modules
     check_layout(export, web, node_modules)
     handler = functools.partial(DemoHandler, export=export, web=web.resolve(), node_modules=node_modules.resolve(),
                                 quiet=quiet)

@@ -32,6 +32,7 @@ from lit_garbage.inference.backends import (
     detect_kind,
     load_backend,
 )
+from lit_garbage.inference.node_runtime import install_hint, node_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["battery", "biological", "cardboard", "clothes"]
@@ -90,8 +91,8 @@ def test_onnx_file_is_checked_single_file_with_dynamic_batch_and_metadata(export
 
 
 def test_every_format_meets_its_verification_threshold_including_tfjs_in_node(exported):
-    assert (ROOT / "node_modules" / "@tensorflow" / "tfjs-backend-wasm").is_dir(), \
-        "node_modules is missing: run `npm ci` in the project root (CI does)"
+    assert (node_modules() / "@tensorflow" / "tfjs-backend-wasm").is_dir(), \
+        f"node_modules is missing: {install_hint()} (CI does)"
     assert shutil.which("node"), "Node.js is required for the TFJS check"
     verify = exported["verify"]
     assert verify["images"] >= 20 and verify["image_source"].startswith("test split")

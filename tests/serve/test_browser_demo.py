@@ -34,6 +34,7 @@ from PIL import Image
 from lit_garbage.commands.serve import main as serve_main
 from lit_garbage.data.transforms import eval_transform, load_rgb
 from lit_garbage.inference.backends import load_backend
+from lit_garbage.inference.node_runtime import install_hint, node_modules
 from lit_garbage.serve.demo import DemoError, make_server, serve_in_thread
 from tests.fixtures_export import CLASSES, IMAGE_SIZE
 
@@ -55,8 +56,8 @@ def _require_browser():
         missing.append("selenium (pip)")
     if missing:
         pytest.fail(f"browser test needs {', '.join(missing)}: {INSTALL}")
-    assert (ROOT / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js").is_file(), \
-        "node_modules is missing: run `npm ci` in the project root"
+    assert (node_modules() / "@tensorflow" / "tfjs" / "dist" / "tf.min.js").is_file(), \
+        f"node_modules is missing: {install_hint()}"
 
 
 @pytest.fixture(scope="module")

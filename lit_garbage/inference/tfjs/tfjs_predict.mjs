@@ -1,17 +1,21 @@
 // Run an exported TensorFlow.js graph model in Node with the wasm backend (no native tfjs-node).
 //
-//   node js/tfjs_predict.mjs --model EXPORT/tfjs/model.json --input images.f32 --shape N,H,W,3 \
-//        --output result.json [--backend wasm|cpu] [--warmup 1]
+//   node tfjs_predict.mjs --model EXPORT/tfjs/model.json --input images.f32 --shape N,H,W,3 \
+//        --output result.json [--node-modules DIR] [--backend wasm|cpu] [--warmup 1]
 //
 // --input: raw little-endian float32 NHWC RGB images in [0, 1] (the SavedModel / TFJS contract).
 // --output: JSON {backend, shape, probabilities (row-major N x C), latency_ms_per_image, load_ms}.
+// --node-modules: the node_modules folder holding @tensorflow/tfjs and @tensorflow/tfjs-backend-wasm
+//   (default: the one beside this file, where `npm ci --prefix <this folder>` puts them). They are loaded
+//   with require() from there, so this file also runs from an installed package, away from its packages.
 // Every image runs at batch size 1 after --warmup untimed runs, so the latency is per image.
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as tf from '@tensorflow/tfjs';
-import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { fileURLToPath } from 'node:url';
+
+let tf;  // @tensorflow/tfjs, loaded by main() from --node-modules
 
 function parseArgs(argv) {
   const args = { backend: 'wasm', warmup: '1' };
@@ -48,10 +52,14 @@ function fileHandler(modelJsonPath) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  const modules = path.resolve(args['node-modules'] || path.join(path.dirname(fileURLToPath(import.meta.url)), 'node_modules'));
+  // require() resolves packages from the node_modules folder next to the file it is created for.
+  const require = createRequire(path.join(path.dirname(modules), 'resolve-from-here.js'));
+  tf = require('@tensorflow/tfjs');
+  const wasm = require('@tensorflow/tfjs-backend-wasm');
   if (args.backend === 'wasm') {
-    const require = createRequire(import.meta.url);
     const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
-    setWasmPaths(dist + path.sep);
+    wasm.setWasmPaths(dist + path.sep);
   }
   if (!(await tf.setBackend(args.backend))) throw new Error(`tfjs backend '${args.backend}' failed to initialise`);
   await tf.ready();
