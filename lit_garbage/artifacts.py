@@ -66,7 +66,7 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
             "dtype": "float32",
             "scaling": "[0, 1] (pixel / 255)",
             "range": [0.0, 1.0],
-            "resize": f"{image_size}x{image_size}, antialiased (lit_garbage.data.transforms.eval_transform)",
+            "resize": f"{image_size}x{image_size}, bilinear with antialiasing (PIL), whole image, no crop (lit_garbage.data.images.resize_rgb)",
             "normalisation_inside_model": dict(normalisation),
         },
         "output": {"name": "probabilities", "shape": [None, len(class_names)], "dtype": "float32",

@@ -97,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_images(folder: str | None, size: int) -> torch.Tensor:
     if folder is None:
         return torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0))
-    from lit_garbage.data.manifest import IMAGE_EXTENSIONS
-    from lit_garbage.data.transforms import eval_transform, load_rgb
+    from lit_garbage.data.images import IMAGE_EXTENSIONS, load_rgb
+    from lit_garbage.data.transforms import eval_transform
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:16]
     if not files:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from lit_garbage.commands.options import add_data, add_model, add_runtime
-from lit_garbage.data.manifest import IMAGE_EXTENSIONS
+from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.serve.predict import run
 
 EPILOG = """examples:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_garbage.data.batch_augment import BatchAugment, device_augment_blockers
 from lit_garbage.data.image_cache import CachedSplit, ImageCache, resolve_cache_dir
+from lit_garbage.data.images import load_rgb
 from lit_garbage.data.manifest import (
     SPLITS,
     Manifest,
@@ -23,7 +24,6 @@ from lit_garbage.data.manifest import (
 from lit_garbage.data.transforms import (
     Augment,
     eval_transform,
-    load_rgb,
     resize_uint8,
     train_transform,
 )

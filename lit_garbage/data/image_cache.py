@@ -1,6 +1,6 @@
 """Decoded-image cache: every image of a split decoded and resized ONCE into a uint8 store reused across epochs.
 
-Without it, every epoch decodes every JPEG/PNG again (`transforms.load_rgb`) and resizes it to the model's
+Without it, every epoch decodes every JPEG/PNG again (`images.load_rgb`) and resizes it to the model's
 size, which is most of the input pipeline's work. With it, a split is one file of raw pixels that the
 DataLoader workers read through a memory map (the OS page cache shares it between processes), and the
 train / eval transforms run on the cached uint8 CHW tensor.
@@ -19,10 +19,10 @@ file re-hashed) gives another folder. Files are written to a temporary name and 
 (atomic), so an interrupted build leaves no half file, and two processes building the same split at once
 (DDP ranks on separate nodes sharing a folder) both produce the same complete file.
 
-Numerically identical to the uncached path: the store holds exactly `v2.Resize(antialias=True)` of
-`v2.ToImage()(load_rgb(path))`, which is the first two steps of both transforms; on the cached tensor those
-steps are no-ops (torchvision returns a tensor that already has the target size unchanged), so eval tensors
-are bit-identical and train tensors are identical for the same random state (tests/test_image_cache.py).
+Numerically identical to the uncached path: the store holds exactly `transforms.resize_uint8` of
+`load_rgb(path)` (the contract's PIL resize, then ToImage), which is the first two steps of both transforms; on
+the cached tensor those steps are no-ops (the resize passes tensors through), so eval tensors are bit-identical
+and train tensors are identical for the same random state (tests/data/test_image_cache.py).
 
 Images that cannot be decoded when the cache is built, or whose file changed (size or mtime) since, are marked
 not-ok and read from the file as before (with the dataset's unreadable-file fallback).
@@ -45,7 +45,7 @@ import torch
 
 from lit_garbage.runs import IMAGE_CACHE_DIR
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the contract's resize is PIL's (images.resize_rgb), no longer torch's
 CACHE_SUBDIR = IMAGE_CACHE_DIR  # "auto": <folder of the manifest file>/image_cache
 HIDDEN_CACHE_SUBDIR = ".image_cache"  # the same inside the dataset root, where a visible folder would be a class
 
@@ -58,11 +58,11 @@ def cache_key(records: Sequence, image_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def resize_uint8(image, image_size: int) -> torch.Tensor:
-    """PIL RGB image -> uint8 CHW tensor at image_size x image_size: the first two steps of every transform."""
-    from torchvision.transforms import v2
+def cached_pixels(image, image_size: int) -> torch.Tensor:
+    """What the cache stores for one PIL RGB image: `transforms.resize_uint8`, the first steps of every transform."""
+    from lit_garbage.data.transforms import resize_uint8
 
-    return v2.functional.resize(v2.functional.to_image(image), [image_size, image_size], antialias=True)
+    return resize_uint8(image_size)(image)
 
 
 def _file_stat(path: Path) -> tuple[int, int]:
@@ -83,12 +83,12 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from lit_garbage.data.transforms import load_rgb
+        from lit_garbage.data.images import load_rgb
 
         path = self.root / self.paths[i]
         stat = _file_stat(path)
         try:
-            return i, resize_uint8(load_rgb(path), self.image_size), stat
+            return i, cached_pixels(load_rgb(path), self.image_size), stat
         except Exception:  # noqa: BLE001 - the dataset reads (and reports) this file itself at training time
             return i, None, stat
 

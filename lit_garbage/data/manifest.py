@@ -26,17 +26,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
-from sklearn.utils.class_weight import compute_class_weight
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.runs import DUPLICATES_FILE, SKIPPED_FILE
 
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "bytes", "sha256")  # required columns (manifests of older runs have only these)
 EXTRA_FIELDS = ("phash", "group")  # perceptual hash (hex) and duplicate-group id ("" when unique)
-# torchvision's ImageFolder extensions plus the other formats Pillow reads out of the box.
-IMAGE_EXTENSIONS = tuple(sorted({*IMG_EXTENSIONS, ".gif", ".jfif"}))
 # Files the OS or a file manager leaves in folders: ignored silently (everything else is reported).
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 MIN_SIDE = 8  # smaller images (e.g. 1x1 tracking pixels) carry nothing to learn and are skipped
@@ -90,6 +86,8 @@ class Manifest:
 
     def class_weights(self) -> list[float]:
         """Keras/sklearn "balanced" weights from the train split: n_samples / (n_classes * count_c)."""
+        from sklearn.utils.class_weight import compute_class_weight
+
         labels = [r.label for r in self.split("train")]
         classes = np.array(self.class_names)
         return compute_class_weight("balanced", classes=classes, y=np.array(labels)).tolist()
@@ -207,7 +205,7 @@ def probe_image(path: Path) -> _Probe:
     """Decode one file exactly as training will (`load_rgb`); hashes if readable, else the reason."""
     import imagehash  # the perceptual hash; imported here so that reading a manifest does not need it
 
-    from lit_garbage.data.transforms import load_rgb
+    from lit_garbage.data.images import load_rgb
 
     try:
         size = path.stat().st_size
@@ -303,6 +301,8 @@ def duplicate_groups(sha256: list[str], phash: list[str], near_distance: int | N
 
 def stratified_split(labels: list[str], fractions: tuple[float, float, float], seed: int) -> list[str]:
     """Assign each index to train/val/test, stratified by label, deterministic for a seed."""
+    from sklearn.model_selection import train_test_split
+
     check_fractions(fractions)
     train_f, val_f, test_f = fractions
     idx = np.arange(len(labels))

@@ -1,69 +1,43 @@
-"""The one preprocessing contract (RGB, EXIF orientation applied, resized, [0, 1]) and the seed's augmentation.
+"""The contract as torchvision transforms (`eval_transform`, the same numbers as `images.model_input`) and the
+seed's augmentation.
 
-Every consumer, training, evaluation, prediction on any backend and the export calibration, goes
-through `load_rgb` + `eval_transform`, so there is a single definition of what a model input is.
+Every consumer, training, evaluation, prediction on any backend and the export calibration, goes through
+`images.load_rgb` and the contract's resize (`images.resize_rgb`: PIL, antialiased bilinear), so there is a
+single definition of what a model input is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-# Images larger than this (longest side, pixels) are decoded at a reduced scale: JPEGs through the
-# decoder's DCT scaling (`draft`, 1/2 .. 1/8, never below this size), others by an integer `reduce`.
-# Models see at most a few hundred pixels, so nothing is lost, and an 8000x6000 photo costs
-# ~4x less memory and time. PIL's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on.
-MAX_DECODE_SIDE = 2048
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+from lit_garbage.data.images import resize_rgb
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white,
-    16-bit samples scaled (65535 -> 255), CMYK / palette / greyscale converted, huge images reduced.
+class ContractResize(v2.Transform):
+    """The contract's resize (`images.resize_rgb`) of a PIL image; a tensor (the decoded-image cache already holds
+    pixels at the model's size) passes through unchanged."""
 
-    Raises the decoder's own error (OSError, ValueError, Image.DecompressionBombError, ...) for a
-    file that cannot be read; the dataset scan (`lit_garbage.data.manifest`) turns those into skipped.csv rows.
-    """
-    with Image.open(path) as im:
-        longest = max(im.size)
-        if longest > MAX_DECODE_SIDE and im.format == "JPEG":
-            im.draft(None, (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
-        im.load()
-        if max(im.size) > MAX_DECODE_SIDE:
-            factor = max(im.size) // MAX_DECODE_SIDE
-            if factor > 1:
-                im = im.reduce(factor) if im.mode not in ("P", "1") else im.convert("RGBA").reduce(factor)
-        im = ImageOps.exif_transpose(im)
-        if im.mode in _SIXTEEN_BIT or im.mode in ("I", "F"):
-            # 16-bit greyscale: a fixed 65535 -> 255 scale (not a per-image stretch, which would
-            # brighten a dark photo). 32-bit int / float data beyond 16 bits is scaled by its maximum.
-            arr = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if (im.mode in _SIXTEEN_BIT or 255 < arr.max() <= 65535) else max(arr.max(), 255.0)
-            if im.mode == "F" and arr.max() <= 1.0:
-                top = 1.0
-            im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
-        if im.mode in ("P", "PA"):
-            im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA", "La", "RGBa"):
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(background, im.convert("RGBA"))
-        return im.convert("RGB")
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+
+    def transform(self, inpt, params):
+        return resize_rgb(inpt, self.image_size) if isinstance(inpt, Image.Image) else inpt
 
 
 def resize_uint8(image_size: int) -> v2.Compose:
     """PIL RGB image (or cached uint8 tensor) -> uint8 CHW tensor at image_size x image_size."""
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+    return v2.Compose([ContractResize(image_size), v2.ToImage()])
 
 
 def eval_transform(image_size: int) -> v2.Compose:
-    """PIL RGB image -> float32 CHW tensor in [0, 1] at image_size x image_size."""
+    """PIL RGB image -> float32 CHW tensor in [0, 1] at image_size x image_size (= `images.model_input`)."""
     return v2.Compose([*resize_uint8(image_size).transforms, v2.ToDtype(torch.float32, scale=True)])
 
 
@@ -191,11 +165,11 @@ def train_transform(image_size: int, aug: Augment) -> v2.Compose:
     """Resize first (as Keras's flow_from_directory does), then augment at the target size."""
     if not aug.enabled:
         return eval_transform(image_size)
-    steps: list = [v2.ToImage()]
-    if aug.crop_scale is not None:
-        steps.append(v2.RandomResizedCrop((image_size, image_size), scale=tuple(aug.crop_scale), antialias=True))
+    if aug.crop_scale is not None:  # the crop cuts from the full-resolution image
+        steps: list = [v2.ToImage(), v2.RandomResizedCrop((image_size, image_size), scale=tuple(aug.crop_scale),
+                                                           antialias=True)]
     else:
-        steps.append(v2.Resize((image_size, image_size), antialias=True))
+        steps = [*resize_uint8(image_size).transforms]
     if aug.affine:
         steps += _affine(image_size, aug)
     if aug.auto is not None:

@@ -296,7 +296,7 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
 
 def write_outputs(out: Path, backend, model: Path, data: RunDataset, results: list[SplitResult],
                   metrics: list[dict[str, Any]], worst: int) -> list[Path]:
-    from lit_garbage.data.transforms import load_rgb
+    from lit_garbage.data.images import load_rgb
     from lit_garbage.evaluation.figures import Panel, save_confusion, save_grid
 
     out.mkdir(parents=True, exist_ok=True)
@@ -328,7 +328,7 @@ def write_outputs(out: Path, backend, model: Path, data: RunDataset, results: li
         "model": str(model), "kind": backend.kind, "class_names": backend.class_names,
         "image_size": backend.image_size, "data": {"root": str(data.root), "source": data.source,
                                                    "manifest": str(data.manifest_path) if data.manifest_path else None},
-        "preprocessing": "lit_garbage.data.transforms: load_rgb + eval_transform (RGB, EXIF, resize, [0, 1])",
+        "preprocessing": "lit_garbage.data.images: load_rgb + model_input (RGB, EXIF, resize, [0, 1])",
         "seed_reference": seed_reference.SOURCE, "splits": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """Real images from a run's own split manifest: int8 calibration (train split) and verification (test split).
 
-Images go through the project's one preprocessing contract (`load_rgb` + `eval_transform`).
+Images go through the project's one preprocessing contract (`images.load_rgb` + `images.model_input`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lit_garbage.data.images import load_rgb, model_input
 from lit_garbage.data.manifest import Manifest, Record
-from lit_garbage.data.transforms import eval_transform, load_rgb
 from lit_garbage.runs import find_run_data
 
 
@@ -42,12 +42,11 @@ class RunData:
 
     def load(self, records: list[Record], image_size: int) -> np.ndarray:
         """float32 NCHW [0, 1] images of `records`."""
-        tf = eval_transform(image_size)
         out = np.empty((len(records), 3, image_size, image_size), dtype=np.float32)
         for i, r in enumerate(records):
             path = self.root / r.path
             try:
-                out[i] = tf(load_rgb(path)).numpy()
+                out[i] = model_input(load_rgb(path), image_size)
             except OSError as err:
                 raise SampleError(f"cannot read {path} (listed in {self.manifest_path}): {err}") from None
         return out

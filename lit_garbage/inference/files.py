@@ -1,6 +1,6 @@
 """Image files -> model inputs -> probabilities, with any backend: what `predict` and `evaluate` share.
 
-Every image goes through the project's one preprocessing contract (`load_rgb` + `eval_transform`)
+Every image goes through the project's one preprocessing contract (`images.load_rgb` + `images.model_input`)
 whatever the backend. A file that cannot be read (not an image, truncated, ...) or a folder without
 images gets one clear line and the rest of the batch still runs.
 """
@@ -13,9 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from lit_garbage.data.manifest import (
-    IMAGE_EXTENSIONS,  # the extensions training reads: one list
-)
+from lit_garbage.data.images import IMAGE_EXTENSIONS, load_rgb, model_input
 
 DEFAULT_BATCH = 64
 
@@ -79,14 +77,12 @@ def image_note(path: Path) -> str | None:
     }.get(mode, f"{mode} converted to RGB")
 
 
-def load_one(path: Path, transform) -> tuple[np.ndarray | None, str | None]:
+def load_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str | None]:
     """(CHW float32 [0, 1] array, None) or (None, a one-line reason) for one file, through the contract."""
     from PIL import Image
 
-    from lit_garbage.data.transforms import load_rgb
-
     try:
-        return transform(load_rgb(path)).numpy(), None
+        return model_input(load_rgb(path), image_size), None
     except Image.UnidentifiedImageError:
         return None, "not an image file (or a format Pillow cannot read)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
@@ -99,12 +95,9 @@ def load_one(path: Path, transform) -> tuple[np.ndarray | None, str | None]:
 def load_batch(paths: Sequence[Path], image_size: int, progress: Callable[[int], None] | None = None
                ) -> tuple[np.ndarray, list[int], list[LoadError]]:
     """(images (M, 3, S, S), indices into `paths` of the M loaded ones, errors of the others)."""
-    from lit_garbage.data.transforms import eval_transform
-
-    transform = eval_transform(image_size)
     arrays, ok, errors = [], [], []
     for i, p in enumerate(paths):
-        arr, err = load_one(p, transform)
+        arr, err = load_one(p, image_size)
         if err is None:
             arrays.append(arr)
             ok.append(i)

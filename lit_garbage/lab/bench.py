@@ -380,8 +380,9 @@ def _latency_images(spec: dict, count: int):
     """Up to `count` distinct images of the manifest (test split first) through the one preprocessing contract."""
     import numpy as np
 
+    from lit_garbage.data.images import load_rgb
     from lit_garbage.data.manifest import Manifest
-    from lit_garbage.data.transforms import eval_transform, load_rgb
+    from lit_garbage.data.transforms import eval_transform
 
     manifest = Manifest.read(spec["manifest"])
     records = (manifest.split("test") + manifest.split("val") + manifest.split("train"))[:count]

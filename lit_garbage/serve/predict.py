@@ -133,7 +133,7 @@ def run(args, console, errors) -> int:
     if args.grid and predicted_any:
         backend, idx, probs, tops = per_model[0]
         chosen = _sample(list(range(len(idx))), args.grid_size, args.seed)
-        from lit_garbage.data.transforms import load_rgb
+        from lit_garbage.data.images import load_rgb
         from lit_garbage.evaluation.figures import Panel, save_grid
 
         panels = [Panel(load_rgb(files[idx[j]]), tops[j][0][0], tops[j][0][1], truth.get(files[idx[j]]),

@@ -12,6 +12,7 @@ from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 
 from lit_garbage.data.datamodule import GarbageDataModule
+from lit_garbage.data.images import load_rgb
 from lit_garbage.data.manifest import (
     DatasetError,
     Manifest,
@@ -21,7 +22,6 @@ from lit_garbage.data.manifest import (
 from lit_garbage.data.transforms import (
     Augment,
     eval_transform,
-    load_rgb,
     train_transform,
 )
 
@@ -140,3 +140,26 @@ def test_datamodule_batches_follow_the_manifest(synthetic_root, tmp_path):
     assert len(dm.dataset("train")) == len(dm.manifest.split("train"))
     assert Manifest.read(tmp_path / "split.csv") == dm.manifest
     assert len(dm.class_weights) == 10
+
+
+def test_image_extensions_cover_torchvision_imagefolder():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from lit_garbage.data.images import IMAGE_EXTENSIONS
+
+    assert set(IMG_EXTENSIONS) <= set(IMAGE_EXTENSIONS) and {".gif", ".jfif"} <= set(IMAGE_EXTENSIONS)
+
+
+@pytest.mark.parametrize("size", [64, 160, 224])
+def test_numpy_model_input_equals_the_torchvision_transform_bit_for_bit(synthetic_root, real_smoke, size):
+    """The torch-free contract (`model_input`, what LiteRT-only installs use) and training's `eval_transform`."""
+    from lit_garbage.data.images import model_input
+
+    files = sorted(synthetic_root.rglob("*.jpg"))[:5] + sorted(real_smoke.rglob("*.jpg"))[::10][:15]
+    assert len(files) == 20
+    tf = eval_transform(size)
+    for f in files:
+        image = load_rgb(f)
+        x = model_input(image, size)
+        assert x.dtype == np.float32 and x.shape == (3, size, size)
+        assert np.array_equal(x, tf(image).numpy()), f

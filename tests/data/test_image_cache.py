@@ -12,8 +12,9 @@ from PIL import Image
 
 from lit_garbage.data import image_cache
 from lit_garbage.data.datamodule import GarbageDataModule
+from lit_garbage.data.images import load_rgb
 from lit_garbage.data.manifest import Manifest
-from lit_garbage.data.transforms import Augment, eval_transform, load_rgb
+from lit_garbage.data.transforms import Augment, eval_transform
 
 SIZE = 40  # not the generated images' size: the cache really resizes
 
@@ -49,7 +50,7 @@ def test_cached_eval_tensors_equal_decoding_every_time(root, tmp_path):
     xa, _ = next(iter(cached.val_dataloader()))
     xb, _ = next(iter(plain.val_dataloader()))
     assert torch.equal(xa, xb)
-    img = image_cache.resize_uint8(load_rgb(root / a.records[0].path), SIZE)
+    img = image_cache.cached_pixels(load_rgb(root / a.records[0].path), SIZE)
     assert torch.equal(eval_transform(SIZE)(img), eval_transform(SIZE)(load_rgb(root / a.records[0].path)))
 
 
@@ -126,7 +127,7 @@ def test_interrupted_build_leaves_no_index(root, tmp_path, monkeypatch):
     manifest = tmp_path / "split.csv"
     dm = _dm(root, manifest)
     calls = {"n": 0}
-    real = image_cache.resize_uint8
+    real = image_cache.cached_pixels
 
     def flaky(image, size):
         calls["n"] += 1
@@ -134,12 +135,12 @@ def test_interrupted_build_leaves_no_index(root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(image, size)
 
-    monkeypatch.setattr(image_cache, "resize_uint8", flaky)
+    monkeypatch.setattr(image_cache, "cached_pixels", flaky)
     with pytest.raises(KeyboardInterrupt):
         dm.dataset("val")
     assert not dm.image_cache.is_complete("val")
     assert _cache_files(dm.image_cache.dir) == []  # no temporary left behind, no index
-    monkeypatch.setattr(image_cache, "resize_uint8", real)
+    monkeypatch.setattr(image_cache, "cached_pixels", real)
     assert len(_dm(root, manifest).dataset("val")) > 0
 
 

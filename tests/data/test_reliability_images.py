@@ -15,13 +15,14 @@ from lit_garbage.data.datamodule import (
     ManifestDataset,
     UnreadableImagesError,
 )
+from lit_garbage.data.images import MAX_DECODE_SIDE, load_rgb
 from lit_garbage.data.manifest import (
     DatasetError,
     Manifest,
     build_manifest,
     load_or_build_manifest,
 )
-from lit_garbage.data.transforms import MAX_DECODE_SIDE, eval_transform, load_rgb
+from lit_garbage.data.transforms import eval_transform
 
 
 def _noise(seed: int, size=(32, 32), mode="RGB") -> Image.Image:

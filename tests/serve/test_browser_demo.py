@@ -32,7 +32,8 @@ import pytest
 from PIL import Image
 
 from lit_garbage.commands.serve import main as serve_main
-from lit_garbage.data.transforms import eval_transform, load_rgb
+from lit_garbage.data.images import load_rgb
+from lit_garbage.data.transforms import eval_transform
 from lit_garbage.inference.backends import load_backend
 from lit_garbage.inference.node_runtime import install_hint, node_modules
 from lit_garbage.serve.demo import DemoError, make_server, serve_in_thread

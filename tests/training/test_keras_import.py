@@ -12,7 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
 from lit_garbage.commands.import_keras import main  # noqa: E402
-from lit_garbage.data.transforms import eval_transform, load_rgb  # noqa: E402
+from lit_garbage.data.images import load_rgb  # noqa: E402
+from lit_garbage.data.transforms import eval_transform  # noqa: E402
 from lit_garbage.inference.backends import load_classifier  # noqa: E402
 from lit_garbage.models.keras_backbone import (  # noqa: E402
     KerasImportError,
