@@ -36,6 +36,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("lit_garbage.lab.ablate", "lab: the improved recipe's ablation, one change per row"),
 }
 
+# The extra of pyproject.toml that brings a third-party package: what to install when a command needs it.
+EXTRA_OF = {
+    "ai_edge_litert": "lite", "sklearn": "lite", "matplotlib": "lite",
+    "torch": "train", "torchvision": "train", "lightning": "train", "timm": "train", "torchmetrics": "train",
+    "onnx": "train", "onnxruntime": "train", "onnxscript": "train", "imagehash": "train", "yaml": "train",
+    "tensorflow": "export", "keras": "export", "tf_keras": "export", "onnx2tf": "export", "onnxsim": "export",
+    "tensorflowjs": "tfjs", "psutil": "lab",
+}
+
 
 def usage() -> str:
     from lit_garbage import __version__
@@ -61,8 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"lit-garbage: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except ModuleNotFoundError as err:
+        package = (err.name or "").split(".")[0]
+        if package not in EXTRA_OF:
+            raise
+        print(f"lit-garbage {name}: this needs the package '{package}', which this installation lacks: "
+              f"pip install 'lit-garbage[{EXTRA_OF[package]}]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ class RunDataset:
 
 
 def _checkpoint_info(path: Path) -> dict[str, Any]:
-    import torch
-
+    try:  # without torch (the lite install) the run's dataset root must be given: --data.root
+        import torch
+    except ImportError:
+        return {}
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:
