@@ -4,7 +4,8 @@
 //        --output result.json [--backend wasm|cpu] [--warmup 1]
 //
 // --input: raw little-endian float32 NHWC RGB images in [0, 1] (the SavedModel / TFJS contract).
-// --output: JSON {backend, shape, probabilities (row-major N x C), latency_ms_per_image, load_ms}.
+// --output: JSON {backend, shape, probabilities (row-major N x C), latency_ms_per_image, load_ms, metadata}
+//           (metadata: model.json's userDefinedMetadata as tfjs returns it, `GraphModel.metadata`).
 // Every image runs at batch size 1 after --warmup untimed runs, so the latency is per image.
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -92,6 +93,7 @@ async function main() {
     probabilities: rows,
     latency_ms_per_image: elapsed / n,
     load_ms: loadMs,
+    metadata: model.metadata ?? null,
   }));
 }
 
