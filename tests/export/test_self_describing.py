@@ -1,7 +1,7 @@
 """Self-describing model files: every exported file, copied alone, still knows its class names and input
 contract, and MediaPipe's ImageClassifier runs the .tflite files as they are.
 
-Uses the session's tiny export (4 classes, 64 px, trained on synthetic shapes). On real photos its answers
+Uses the test suite's tiny export (4 classes, 64 px, trained on synthetic shapes). On real photos its answers
 mean nothing as garbage classes, but they are a fair input for "MediaPipe computes what our pipeline
 computes": the photos are only inputs here. No mocks: LiteRT, MediaPipe 1.2.2, tflite-support's metadata
 reader, onnxruntime, TensorFlow and tfjs in Node all run.
