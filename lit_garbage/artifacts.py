@@ -1,4 +1,22 @@
-"""`metadata.json` and `labels.txt`: what every exported format needs to be used correctly.
+"""The one metadata schema every exported format gets, and the light readers that find it again.
+
+`build_metadata` builds the facts once: class names in output order, image size, the input contract (RGB,
+pixel / 255 in [0, 1], layout per format, the resize, normalisation inside the model), the output, name /
+version / description / author / license, checkpoint and split-manifest hashes, metrics and tool versions.
+They are written as `metadata.json` + `labels.txt` beside the model files (`write_metadata`), and
+`embedded_facts` (the same dict without this machine's paths and the export time) goes into every model
+file in that format's own place (`lit_garbage.export.metadata`):
+
+| file | where the facts are |
+|---|---|
+| `*.tflite` | TFLite Metadata (read by MediaPipe / LiteRT Task Library); labels.txt and `lit_garbage.json` as associated files |
+| `model.onnx` | metadata_props (`lit_garbage` = the facts as JSON, plus ONNX's standard author / license / Image.* keys) |
+| `saved_model/` | `assets.extra/labels.txt` and `assets.extra/lit_garbage.json` |
+| `tfjs/model.json` | `userDefinedMetadata.lit_garbage` (tfjs: `GraphModel.metadata`) |
+
+`read_facts(path)` reads them back from one model file alone with the standard library (plus `onnx` for
+ONNX files): a .tflite file with metadata is also a zip archive holding its associated files, so neither
+TensorFlow nor tflite-support is needed to learn the class names.
 
 One source for each fact: class names, image size and normalisation come from the checkpoint's
 hyper-parameters; hashes from the checkpoint and split-manifest files; metrics from the run's results.json.
@@ -6,15 +24,29 @@ hyper-parameters; hashes from the checkpoint and split-manifest files; metrics f
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import importlib.metadata
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lit_garbage import __version__
+
 METADATA_FILE = "metadata.json"
 LABELS_FILE = "labels.txt"
-SCHEMA_VERSION = 1
+FACTS_FILE = "lit_garbage.json"  # the embedded facts: TFLite associated file, SavedModel assets.extra file
+FACTS_KEY = "lit_garbage"        # ONNX metadata_props key and TFJS userDefinedMetadata key
+# 2: name / version / description / author / license and input.resize in words; facts embedded in every file.
+SCHEMA_VERSION = 2
+
+MODEL_NAME = "lit-garbage"
+AUTHOR = "lit-garbage"
+LICENSE = "MIT"  # the project's own license
+# What a client must do to an image before the model (the same for every format).
+RESIZE = ("resize the whole image to {s} x {s} with an antialiased bilinear resize (e.g. PIL Image.resize "
+          "with BILINEAR), aspect ratio not kept, no crop")
 
 # Per-format file name, input tensor name and layout (N = any batch size).
 FORMATS: dict[str, dict[str, str]] = {
@@ -28,7 +60,7 @@ FORMATS: dict[str, dict[str, str]] = {
 }
 
 _VERSIONED = ("lit-garbage", "torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "onnxsim", "tensorflow",
-              "tensorflowjs", "ai-edge-litert")
+              "tensorflowjs", "ai-edge-litert", "tflite-support")
 
 
 def package_versions(names: Sequence[str] = _VERSIONED) -> dict[str, str | None]:
@@ -48,13 +80,28 @@ def input_spec(fmt: str, image_size: int) -> dict[str, Any]:
             "channels": "RGB", "range": [0.0, 1.0]}
 
 
+def describe(class_names: Sequence[str], image_size: int) -> str:
+    """One paragraph for people: what the model is and what it takes (TFLite / ONNX description fields)."""
+    return (f"Household-garbage image classifier ({len(class_names)} classes: {', '.join(class_names)}). "
+            f"Input: an RGB image, {RESIZE.format(s=image_size)}, values pixel / 255 in [0, 1] "
+            "(the mean/std normalisation is inside the model). Output: softmax probabilities, one per class "
+            "in labels.txt order.")
+
+
 def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation: Mapping[str, Any],
                    formats: Sequence[str], checkpoint: Path, checkpoint_sha256: str,
                    manifest: Path | None, manifest_sha256: str | None, training: Mapping[str, Any] | None,
                    calibration: Mapping[str, Any] | None, backbone: str | None,
-                   onnx2tf_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   onnx2tf_options: Mapping[str, Any] | None = None, name: str | None = None,
+                   version: str | None = None) -> dict[str, Any]:
+    """The facts of one export (metadata.json); `embedded_facts` of it go into every model file."""
     meta = {
         "schema_version": SCHEMA_VERSION,
+        "name": name or MODEL_NAME,
+        "version": version or __version__,
+        "description": describe(class_names, image_size),
+        "author": AUTHOR,
+        "license": LICENSE,
         "task": "image-classification",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "class_names": list(class_names),
@@ -66,7 +113,7 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
             "dtype": "float32",
             "scaling": "[0, 1] (pixel / 255)",
             "range": [0.0, 1.0],
-            "resize": f"{image_size}x{image_size}, bilinear with antialiasing (PIL), whole image, no crop (lit_garbage.data.images.resize_rgb)",
+            "resize": RESIZE.format(s=image_size),
             "normalisation_inside_model": dict(normalisation),
         },
         "output": {"name": "probabilities", "shape": [None, len(class_names)], "dtype": "float32",
@@ -86,10 +133,25 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
     return meta
 
 
+def embedded_facts(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What goes inside the model files: metadata.json without this machine's absolute paths (a shipped file
+    must not carry them) and without the export time (the same facts give the same model bytes)."""
+    facts = copy.deepcopy(dict(metadata))
+    facts.pop("created", None)
+    for key in ("checkpoint", "split_manifest"):
+        if isinstance(facts.get(key), dict):
+            facts[key].pop("path", None)
+    return facts
+
+
+def labels_text(class_names: Sequence[str]) -> str:
+    return "".join(f"{name}\n" for name in class_names)
+
+
 def write_metadata(folder: str | Path, metadata: Mapping[str, Any]) -> None:
     folder = Path(folder)
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    (folder / LABELS_FILE).write_text("".join(f"{name}\n" for name in metadata["class_names"]))
+    (folder / LABELS_FILE).write_text(labels_text(metadata["class_names"]))
 
 
 def find_metadata(model_path: str | Path) -> dict[str, Any] | None:
@@ -126,3 +188,84 @@ def read_onnx_metadata(path: str | Path) -> dict[str, object]:
         except json.JSONDecodeError:
             out[prop.key] = prop.value
     return out
+
+
+# ---------------------------------------------------------------- the facts inside one model file
+
+
+def read_facts(path: str | Path) -> dict[str, Any] | None:
+    """The facts a model file carries itself (None: it carries none), whatever lies beside it.
+
+    .tflite: the `lit_garbage.json` associated file (or just labels.txt), read with `zipfile`; .onnx: the
+    `lit_garbage` metadata prop (older exports: the `class_names` / `image_size` props); a SavedModel
+    folder: `assets.extra/`; a TFJS model.json (or its folder): `userDefinedMetadata.lit_garbage`.
+    The result has at least `class_names`; `image_size` too unless only a labels file was found.
+    """
+    path = Path(path)
+    if path.name == "saved_model.pb":
+        path = path.parent
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return read_saved_model_facts(path)
+        if (path / "model.json").is_file():
+            return read_tfjs_facts(path / "model.json")
+        return None
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return read_tflite_facts(path)
+    if suffix == ".onnx":
+        try:
+            props = read_onnx_metadata(path)
+        except Exception:  # not a readable ONNX file (protobuf DecodeError, OSError): it carries no facts
+            return None
+        facts = props.get(FACTS_KEY)
+        if isinstance(facts, dict) and "class_names" in facts:
+            return facts
+        if isinstance(props.get("class_names"), list):  # exports made before the facts were embedded
+            return {"class_names": props["class_names"], "image_size": props.get("image_size")}
+        return None
+    if suffix == ".json":
+        return read_tfjs_facts(path)
+    return None
+
+
+def read_tflite_facts(path: str | Path) -> dict[str, Any] | None:
+    """Facts of a .tflite file from its TFLite Metadata's associated files, with the standard library only.
+
+    The metadata writer appends the associated files to the flatbuffer as a zip archive, so `zipfile` opens
+    the .tflite file itself."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if FACTS_FILE in names:
+                facts = json.loads(zf.read(FACTS_FILE))
+                return facts if isinstance(facts, dict) and "class_names" in facts else None
+            if LABELS_FILE in names:  # metadata written by another tool: labels only
+                return {"class_names": zf.read(LABELS_FILE).decode().splitlines()}
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def read_saved_model_facts(folder: str | Path) -> dict[str, Any] | None:
+    extra = Path(folder) / "assets.extra"
+    try:
+        if (extra / FACTS_FILE).is_file():
+            facts = json.loads((extra / FACTS_FILE).read_text())
+            return facts if isinstance(facts, dict) and "class_names" in facts else None
+        if (extra / LABELS_FILE).is_file():
+            return {"class_names": (extra / LABELS_FILE).read_text().splitlines()}
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def read_tfjs_facts(model_json: str | Path) -> dict[str, Any] | None:
+    try:
+        spec = json.loads(Path(model_json).read_text())
+    except (OSError, ValueError):
+        return None
+    facts = (spec.get("userDefinedMetadata") or {}).get(FACTS_KEY) if isinstance(spec, dict) else None
+    return facts if isinstance(facts, dict) and "class_names" in facts else None

@@ -27,7 +27,10 @@ EPILOG = """examples:
 
 formats: onnx (model.onnx), saved_model (saved_model/), tflite (model_float32.tflite, model_float16.tflite),
 int8 (model_int8.tflite), tfjs (tfjs/model.json). A format brings in what it is built from
-(tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written.
+(tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written, and the
+same facts go into every model file (TFLite Metadata, ONNX metadata_props, SavedModel assets.extra/, TFJS
+userDefinedMetadata), so a file copied alone still knows its class names; MediaPipe loads the .tflite files as
+they are. TFLite Metadata needs `pip install --no-deps tflite-support==0.4.4` (or --no-tflite-metadata).
 TFJS verification runs in Node: install Node 18+ and run `npm ci` in the project root.
 """
 
@@ -50,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-split images run through every backend (default: 64)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
     add_data(p, "dataset folder, if it moved since training")
+    p.add_argument("--model-name", default=None, help="name written into every model file (default: lit-garbage)")
+    p.add_argument("--model-version", default=None,
+                   help="version written into every model file (default: the lit-garbage version)")
+    p.add_argument("--no-tflite-metadata", action="store_true",
+                   help="write the .tflite files without TFLite Metadata (no tflite-support needed; MediaPipe "
+                        "and the LiteRT Task Library then cannot load them)")
     p.add_argument("--verbose", action="store_true", help="show the converters' own logs")
     return p
 
@@ -76,7 +85,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         exporter = Exporter(args.model, out=args.out, formats=args.formats, calib_images=args.calib_images,
                             verify_images=args.verify_images, verify=not args.no_verify,
-                            data_root=args.data_root, manifest=args.manifest, verbose=args.verbose)
+                            data_root=args.data_root, manifest=args.manifest, verbose=args.verbose,
+                            model_name=args.model_name, model_version=args.model_version,
+                            tflite_metadata=not args.no_tflite_metadata)
         result = exporter.run()
     except (ModelFileError, ExportError, ConversionError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -84,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was replaced", file=sys.stderr)
         return 130
+    for e in exporter.embedded:
+        if not e.where:
+            print(f"warning: {e.file}: {e.note}", file=sys.stderr)
     if result.report is None:
         print("verification skipped (--no-verify)")
         return 0

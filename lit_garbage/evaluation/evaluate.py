@@ -250,6 +250,10 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
     console = console or Console(stderr=True)
     model = Path(model)
     backend = backend or load_backend(model, threads=threads, tta=tta)
+    if not backend.has_class_names:
+        console.print(f"[yellow]warning:[/] {escape(str(model))} carries no class names and no metadata.json lies "
+                      f"beside it: its outputs are class_0 .. class_{backend.num_classes - 1}, which match no "
+                      "dataset class")
     whole = list(splits) == [ALL_SPLIT]
     if ALL_SPLIT in splits and not whole:
         raise DataError("--split all cannot be combined with other splits")

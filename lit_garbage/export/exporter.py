@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import build_metadata, write_metadata
+from lit_garbage.artifacts import build_metadata, embedded_facts, write_metadata
 from lit_garbage.data.manifest import file_hash
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
@@ -75,7 +75,8 @@ class Exporter:
     def __init__(self, ckpt: str | Path, out: str | Path | None = None, formats: Sequence[str] | None = None,
                  calib_images: int = 100, verify_images: int = 64, verify: bool = True,
                  data_root: str | Path | None = None, manifest: str | Path | None = None,
-                 verbose: bool = False, log: Callable[[str], None] = print) -> None:
+                 verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
+                 model_version: str | None = None, tflite_metadata: bool = True) -> None:
         if calib_images < 1:
             raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
         if verify_images < 1:
@@ -83,10 +84,20 @@ class Exporter:
         self.ckpt = Path(ckpt)
         self.out = Path(out) if out is not None else default_export_dir(self.ckpt)
         self.formats = resolve_formats(formats)
+        self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
+        if tflite_metadata and {"tflite", "int8"} & set(self.formats):
+            from lit_garbage.export.metadata import (
+                missing_writer_message,
+                tflite_writer_available,
+            )
+
+            if not tflite_writer_available():  # found out now, not after minutes of conversion
+                raise ExportError(missing_writer_message())
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
         self.data_root, self.manifest = data_root, manifest
         self.verbose, self.log = verbose, log
         self.timings: dict[str, float] = {}
+        self.embedded: list = []  # lit_garbage.export.metadata.Embedded, one per model file
         self.work: Path | None = None
         self._data: RunData | None = None
 
@@ -183,10 +194,8 @@ class Exporter:
     def export_onnx(self) -> None:
         from lit_garbage.export.onnx import export_onnx
 
-        meta = {"class_names": self.class_names, "image_size": self.image_size, "input_layout": "NCHW",
-                "input_range": [0.0, 1.0], "normalisation_inside_model": self.module.normalisation,
-                "checkpoint_sha256": file_hash(self.ckpt), "producer": "lit_garbage.export"}
-        export_onnx(self.module.net, self.image_size, self.work / "model.onnx", meta)
+        # Its metadata is written with every other file's in the metadata step (one schema).
+        export_onnx(self.module.net, self.image_size, self.work / "model.onnx")
 
     def export_saved_model(self) -> None:
         from lit_garbage.export.tensorflow import onnx2tf_options, onnx_to_saved_model
@@ -247,8 +256,29 @@ class Exporter:
             formats=files, checkpoint=self.ckpt, checkpoint_sha256=file_hash(self.ckpt),
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
-            onnx2tf_options=getattr(self, "onnx2tf_options", None))
+            onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
+            version=self.model_version)
         write_metadata(self.work, meta)
+        # Into every model file too, before verification: the files verified are the files shipped.
+        from lit_garbage.export.metadata import MetadataError, embed_facts
+
+        try:
+            self.embedded = embed_facts(self.work, embedded_facts(meta), files, tflite=self.tflite_metadata)
+        except MetadataError as err:
+            raise ExportError(str(err)) from None
+        for e in self.embedded:
+            self.log(f"  {e.file}: " + (f"{e.where} +{e.bytes_added:,} bytes" if e.where else "")
+                     + (f" ({e.note})" if e.where and e.note else e.note))
+
+    def metadata_notes(self) -> list[str]:
+        """verify.md lines on what each model file carries (the files verified are these)."""
+        notes = []
+        for e in self.embedded:
+            if e.where:
+                notes.append(f"`{e.file}`: facts in {e.where}" + (f"; {e.note}" if e.note else ""))
+            else:
+                notes.append(f"**WARNING** `{e.file}`: {e.note}")
+        return notes
 
     def run_verify(self) -> VerifyReport:
         split = "test" if self.data.manifest.split("test") else "val"
@@ -256,7 +286,8 @@ class Exporter:
         reference = TorchBackend(self.ckpt, module=self.module)  # the module already loaded
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         report = verify_export(self.work, reference, images, files,
-                               image_source=f"{split} split of {self.data.manifest_path.name}", log=self.log)
+                               image_source=f"{split} split of {self.data.manifest_path.name}", log=self.log,
+                               notes=self.metadata_notes())
         report.write(self.work)
         return report
 

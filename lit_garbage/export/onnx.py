@@ -17,9 +17,7 @@ contiguous MobileNetV2 both steps are no-ops.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
-from typing import Mapping
 
 import onnx
 import torch
@@ -31,12 +29,11 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 
 
-def export_onnx(net: GarbageNet, image_size: int, path: str | Path,
-                metadata: Mapping[str, object] | None = None) -> Path:
+def export_onnx(net: GarbageNet, image_size: int, path: str | Path) -> Path:
     """Write `Probabilities(net)` as one self-contained ONNX file and check it.
 
     Input `images`: float32 [N, 3, H, W] RGB in [0, 1]; output `probabilities`: float32 [N, C].
-    `metadata` goes into the model's metadata_props (non-string values as JSON).
+    The exporter writes the export's metadata into it later (`lit_garbage.export.metadata`).
     """
     path = Path(path)
     net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
@@ -58,10 +55,6 @@ def export_onnx(net: GarbageNet, image_size: int, path: str | Path,
             verbose=False,
         )
     model = program.model_proto
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
     model.doc_string = "lit_garbage GarbageNet: RGB [0, 1] NCHW images -> softmax probabilities"
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def onnx2tf_input(onnx_path: str | Path, out_path: str | Path) -> Path:
     """The ONNX graph onnx2tf converts: `onnx_path` itself, or a rewritten copy at `out_path`.
 
     Three rewrites, all exact in float up to rounding (the shipped `model.onnx` is never changed; graphs without these
-    ops, such as MobileNetV2, are passed on untouched):
+    ops, such as MobileNetV2, are passed on untouched, and `onnx_to_saved_model` then hands onnx2tf a copy):
 
     - a padded MaxPool (ResNet's stem: Conv -> Relu -> MaxPool 3x3/2, pad 1) has no TensorFlow padding mode,
       so onnx2tf pads explicitly with float32's minimum (-3.4e38). Calibrated int8 then gives that tensor (and
@@ -256,7 +256,11 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
     workdir = out_dir.parent / f".{out_dir.name}.onnx2tf-work"
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        source = onnx2tf_input(onnx_path, workdir / onnx_path.name)  # the shipped .onnx file stays as exported
+        # onnx2tf runs `onnxsim FILE FILE` in place on the file it converts: it always gets a copy (or the
+        # rewritten graph), so the shipped .onnx file stays as torch exported it.
+        source = onnx2tf_input(onnx_path, workdir / onnx_path.name)
+        if source == onnx_path:
+            source = Path(shutil.copyfile(onnx_path, workdir / onnx_path.name))
         with _onnx2tf_environment(workdir, sample_images_nhwc):
             quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
             try:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import FORMATS
+from lit_garbage.artifacts import FORMATS, read_facts
 from lit_garbage.inference.backends import (
     Backend,
     BackendUnavailableError,
@@ -62,6 +62,7 @@ class VerifyReport:
     images: int
     image_source: str
     results: list[BackendResult]
+    notes: list[str] = field(default_factory=list)  # what the verified files carry (their metadata)
 
     @property
     def failures(self) -> list[BackendResult]:
@@ -84,7 +85,7 @@ class VerifyReport:
     def to_json(self) -> dict:
         return {"passed": self.passed, "verdict": self.verdict(), "images": self.images,
                 "image_source": self.image_source, "thresholds": THRESHOLDS,
-                "backends": [asdict(r) for r in self.results]}
+                "backends": [asdict(r) for r in self.results], "model_files": list(self.notes)}
 
     def to_markdown(self) -> str:
         def fmt(v, spec):
@@ -105,6 +106,9 @@ class VerifyReport:
                          f"{fmt(agree, '.1f')}{'' if agree is None else ' %'} | {fmt(r.latency_ms, '.2f')} | {limits} |")
         notes = [f"- **{r.name}** {r.status}: {r.message}" for r in self.results if r.message]
         lines += ["", f"**{self.verdict()}**", ""] + (notes + [""] if notes else [])
+        if self.notes:
+            lines += ["## Model files (as verified above, metadata included)", ""]
+            lines += [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> None:
@@ -129,8 +133,10 @@ def compare(name: str, reference: np.ndarray, probs: np.ndarray) -> tuple[float,
 
 
 def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray, formats: Sequence[str],
-                  image_source: str, log: Callable[[str], None] = print) -> VerifyReport:
-    """Run `images` (NCHW float32 [0, 1]) through `reference` (torch) and each format's file in `export_dir`."""
+                  image_source: str, log: Callable[[str], None] = print,
+                  notes: Sequence[str] = ()) -> VerifyReport:
+    """Run `images` (NCHW float32 [0, 1]) through `reference` (torch) and each format's file in `export_dir`;
+    `notes`: lines on what the files carry, for the report."""
     export_dir = Path(export_dir)
     ref_probs, ref_ms = reference.timed_predict(images)
     results = [BackendResult("torch", str(reference.path), "pass", 0.0, 1.0, ref_ms)]
@@ -141,6 +147,10 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
             backend = load_backend(export_dir / rel, threads=None)
             if backend.class_names != reference.class_names:
                 raise ModelFileError(f"class names {backend.class_names} != checkpoint {reference.class_names}")
+            own = read_facts(export_dir / rel)  # what the file says about itself, copied alone
+            if own is not None and own.get("class_names") != reference.class_names:
+                raise ModelFileError(f"the file's own metadata names {own.get('class_names')}, "
+                                     f"the checkpoint {reference.class_names}")
             probs, result.latency_ms = backend.timed_predict(images)
             result.max_abs_diff, result.top1_agreement, broken = compare(name, ref_probs, probs)
             result.status = "fail" if broken else "pass"
@@ -154,4 +164,4 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
             + (f" max|diff| {result.max_abs_diff:.2e}  top-1 {100 * result.top1_agreement:5.1f} %  "
                f"{result.latency_ms:7.2f} ms/image" if result.latency_ms is not None else "")
             + (f"  {result.message}" if result.message else ""))
-    return VerifyReport(len(images), image_source, results)
+    return VerifyReport(len(images), image_source, results, list(notes))

@@ -2,12 +2,16 @@
 
     backend = load_backend("runs/x/export/model_int8.tflite")
     probs = backend.predict(images)          # images: float32 NCHW RGB in [0, 1], shape (N, 3, S, S)
-    backend.class_names, backend.image_size  # from the checkpoint or the export's metadata.json
+    backend.class_names, backend.image_size  # from the checkpoint, the export's metadata.json or the file itself
 
 The kind is chosen from the path: a Lightning `.ckpt` (torch), `.onnx` (onnxruntime), a SavedModel folder
 (TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS graph model (`model.json` or its
 folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`). Every backend takes the same NCHW
 input, so callers never deal with layouts; NHWC formats are transposed inside.
+
+Class names and image size: a checkpoint holds them; an exported file takes them from the export's
+metadata.json beside it, else from the metadata inside the file (`lit_garbage.artifacts.read_facts`), else
+the names are class_0 .. class_N-1 and `names_source` says so (`has_class_names` is False).
 
 Errors: `ModelFileError` for a file that is missing, corrupted or not a model of this project;
 `BackendUnavailableError` when the runtime itself is missing (e.g. no `node`, no `npm ci`).
@@ -23,11 +27,10 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lit_garbage.artifacts import find_metadata, read_onnx_metadata
+from lit_garbage.artifacts import find_metadata, read_facts
 from lit_garbage.inference import node_runtime
 
 KINDS = ("torch", "onnx", "saved_model", "tflite", "tfjs")
@@ -45,11 +48,18 @@ class Backend(ABC):
     """A loaded model: NCHW float32 [0, 1] images in, softmax probabilities (N, C) out."""
 
     kind: str
+    # Where class_names came from: "checkpoint", "metadata.json", "the model file's own metadata" or NO_NAMES
+    # (then they are class_0 .. class_N-1).
+    names_source: str = "checkpoint"
 
     def __init__(self, path: Path, class_names: list[str], image_size: int) -> None:
         self.path = path
         self.class_names = list(class_names)
         self.image_size = int(image_size)
+
+    @property
+    def has_class_names(self) -> bool:
+        return self.names_source != NO_NAMES
 
     @property
     def num_classes(self) -> int:
@@ -151,16 +161,23 @@ class TorchBackend(Backend):
 # ---------------------------------------------------------------- exported formats
 
 
-def _names_and_size(path: Path, kind: str, image_size: int | None, extra: dict[str, Any] | None = None):
-    meta = find_metadata(path) or extra or {}
+NO_NAMES = "none: the file carries no class names and no metadata.json lies beside it"
+
+
+def _names_and_size(path: Path, kind: str, image_size: int | None):
+    """(class names or None, image size, where they came from): the export's metadata.json beside the file
+    first, else the facts inside the file itself (`read_facts`: a file copied alone still knows them)."""
+    meta, source = find_metadata(path), "metadata.json"
+    if meta is None:
+        meta, source = read_facts(path) or {}, "the model file's own metadata"
     names = meta.get("class_names")
     size = meta.get("image_size") or image_size
     if size is None:
-        raise ModelFileError(f"cannot tell the input size of {kind} model {path}: no metadata.json beside it "
-                             "and no static input shape")
+        raise ModelFileError(f"cannot tell the input size of {kind} model {path}: no metadata.json beside it, "
+                             "none inside it and no static input shape")
     if image_size is not None and int(size) != int(image_size):
-        raise ModelFileError(f"{path}: metadata.json says image_size {size} but the model's input is {image_size}")
-    return names, int(size)
+        raise ModelFileError(f"{path}: {source} says image_size {size} but the model's input is {image_size}")
+    return names, int(size), source if names is not None else NO_NAMES
 
 
 def _default_names(names, num_classes: int) -> list[str]:
@@ -190,7 +207,7 @@ class OnnxBackend(Backend):
             raise ModelFileError(f"{path}: expected an NCHW RGB image input, found {inp.name} {inp.shape}")
         self.input_name = inp.name
         static = inp.shape[2] if isinstance(inp.shape[2], int) else None
-        names, size = _names_and_size(path, self.kind, static, read_onnx_metadata(path))
+        names, size, self.names_source = _names_and_size(path, self.kind, static)
         super().__init__(path, _default_names(names, out.shape[-1]), size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -220,7 +237,7 @@ class SavedModelBackend(Backend):
         if spec.shape.rank != 4 or spec.shape[-1] != 3:
             raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {self.input_name} {spec.shape}")
         out_spec = next(iter(fn.structured_outputs.values()))
-        names, size = _names_and_size(path, self.kind, spec.shape[1])
+        names, size, self.names_source = _names_and_size(path, self.kind, spec.shape[1])
         super().__init__(path, _default_names(names, out_spec.shape[-1]), size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -247,7 +264,7 @@ class TFLiteBackend(Backend):
         if len(shape) != 4 or shape[-1] != 3:
             raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {shape}")
         self._batch = int(shape[0])
-        names, size = _names_and_size(path, self.kind, int(shape[1]))
+        names, size, self.names_source = _names_and_size(path, self.kind, int(shape[1]))
         super().__init__(path, _default_names(names, int(self.output["shape"][-1])), size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -290,12 +307,13 @@ class TFJSBackend(Backend):
                                  f"({type(err).__name__}: {err})") from None
         if len(dims) != 4 or dims[-1] != 3:
             raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
-        names, size = _names_and_size(model_json, self.kind, dims[1])
+        names, size, self.names_source = _names_and_size(model_json, self.kind, dims[1])
         super().__init__(model_json, _default_names(names, out_dims[-1]), size)
         self.node = node or node_runtime.node_executable()
         self.runner = node_runtime.runner()
         self.node_modules = node_runtime.node_modules()
         self.last_latency_ms: float | None = None
+        self.last_metadata: dict | None = None
         self.check_runtime()
 
     def check_runtime(self) -> None:
@@ -325,6 +343,7 @@ class TFJSBackend(Backend):
             result = json.loads(out.read_text())
         probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
         self.last_latency_ms = float(result["latency_ms_per_image"])
+        self.last_metadata = result.get("metadata")  # GraphModel.metadata as tfjs loaded it
         return probs, self.last_latency_ms
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -379,6 +398,7 @@ class FlipTTA(Backend):
         super().__init__(inner.path, inner.class_names, inner.image_size)
         self.inner = inner
         self.kind = inner.kind
+        self.names_source = inner.names_source
 
     def __getattr__(self, name: str):  # backend-specific attributes (e.g. the torch checkpoint)
         if name == "inner":

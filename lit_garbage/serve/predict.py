@@ -45,6 +45,10 @@ def run(args, console, errors) -> int:
         except (ModelFileError, BackendUnavailableError, ValueError) as err:
             errors.print(f"[red]error:[/] model {escape(str(model))}: {escape(str(err))}")
             failed_models += 1
+            continue
+        if not backends[-1].has_class_names:
+            errors.print(f"[yellow]warning:[/] model {escape(str(model))} carries no class names and no "
+                         f"metadata.json lies beside it: showing class_0 .. class_{backends[-1].num_classes - 1}")
     if not backends:
         return 2
 

@@ -4,7 +4,8 @@
 //        --output result.json [--node-modules DIR] [--backend wasm|cpu] [--warmup 1]
 //
 // --input: raw little-endian float32 NHWC RGB images in [0, 1] (the SavedModel / TFJS contract).
-// --output: JSON {backend, shape, probabilities (row-major N x C), latency_ms_per_image, load_ms}.
+// --output: JSON {backend, shape, probabilities (row-major N x C), latency_ms_per_image, load_ms, metadata}
+//           (metadata: model.json's userDefinedMetadata as tfjs returns it, `GraphModel.metadata`).
 // --node-modules: the node_modules folder holding @tensorflow/tfjs and @tensorflow/tfjs-backend-wasm
 //   (default: the one beside this file, where `npm ci --prefix <this folder>` puts them). They are loaded
 //   with require() from there, so this file also runs from an installed package, away from its packages.
@@ -100,6 +101,7 @@ async function main() {
     probabilities: rows,
     latency_ms_per_image: elapsed / n,
     load_ms: loadMs,
+    metadata: model.metadata ?? null,
   }));
 }
 
