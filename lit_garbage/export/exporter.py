@@ -243,7 +243,7 @@ class Exporter:
         results_file = run_dir_of(self.ckpt) / RESULTS_FILE
         if results_file.is_file():
             results = json.loads(results_file.read_text())
-            results = {k: results.get(k) for k in ("epochs", "best_val_loss", "val_loss", "val_acc",
+            results = {k: results.get(k) for k in ("epochs", "monitor", "best_score", "val_loss", "val_acc",
                                                     "test_loss", "test_acc") if k in results}
         try:
             manifest_path = self.data.manifest_path

@@ -150,7 +150,9 @@ def run_fit(cli: GarbageCLI) -> dict:
         "run_dir": str(run_dir),
         "model": str(run_dir / MODEL_FILE),
         "best_checkpoint": ckpt.best_model_path,
-        "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        # the metric the checkpoint callback kept the best epoch by (val_loss for the seed, val_acc for improved)
+        "monitor": ckpt.monitor,
+        "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
         "val_loss": val["val_loss"],
         "val_acc": val["val_acc"],

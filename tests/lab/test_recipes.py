@@ -116,6 +116,7 @@ def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_ro
     results = main(["--config", str(CONFIGS / "improved.yaml"), *fit_args(synthetic_root, run_dir)[2:],
                     "--model.pretrained", "false", "--trainer.max_epochs", "2"])
     assert "val_acc" in results["best_checkpoint"]
+    assert results["monitor"] == "val_acc" and 0 <= results["best_score"] <= 1 and "best_val_loss" not in results
     ckpt = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=False)
     # The EMA callback checkpoints the averaged weights and keeps the raw ones beside them.
     assert "current_model_state" in ckpt

@@ -47,6 +47,8 @@ def test_fit_writes_a_complete_run_directory(fitted_run):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["class_names"][0] == "battery" and len(saved["class_names"]) == 10
     assert 0 <= saved["val_acc"] <= 1 and saved["best_checkpoint"].endswith(".ckpt")
+    # the best score is named by the metric it is (seed/demo recipes: the lowest val_loss)
+    assert saved["monitor"] == "val_loss" and abs(saved["best_score"] - min(_epoch_rows(run_dir, "val_loss"))) < 1e-6
     ckpt = torch.load(run_dir / "model.ckpt", map_location="cpu", weights_only=False)
     # Facts travel with the model: class names, image size, the split manifest.
     assert ckpt["hyper_parameters"]["class_names"] == saved["class_names"]
