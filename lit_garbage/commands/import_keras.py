@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.models.keras_backbone import KerasImportError, load_keras_model
 from lit_garbage.training.keras_import import (
     INPUT_RANGES,
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="class names in the order of the Keras model's outputs (space or comma separated)")
     parser.add_argument("--labels", default=None, help="labels file: one class name per line, or a JSON list/dict")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="input size recorded in the checkpoint (default: the Keras model's, else 224)")
+                        help=f"input size recorded in the checkpoint (default: the Keras model's, else {DEFAULT_IMAGE_SIZE})")
     parser.add_argument("--input-range", choices=["auto", *INPUT_RANGES], default="auto",
                         help="what the Keras model was fed: unit = [0, 1] pixels (the seed notebook), symmetric = "
                              "[-1, 1] (mobilenet_v2.preprocess_input, ImageNet weights); auto = unit with the "

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_garbage.data.batch_augment import BatchAugment, device_augment_blockers
 from lit_garbage.data.image_cache import CachedSplit, ImageCache, resolve_cache_dir
-from lit_garbage.data.images import load_rgb
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, load_rgb
 from lit_garbage.data.manifest import (
     SPLITS,
     Manifest,
@@ -164,7 +164,7 @@ class GarbageDataModule(pl.LightningDataModule):
         self,
         root: str,
         manifest: str | None = None,
-        image_size: int = 224,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         batch_size: int = 32,
         num_workers: int = 2,
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -176,8 +176,8 @@ class GarbageDataModule(pl.LightningDataModule):
         augment_on: str = "auto",
     ) -> None:
         super().__init__()
-        if image_size < 32:
-            raise ValueError(f"data.image_size must be at least 32, got {image_size}")
+        if image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:

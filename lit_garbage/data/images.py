@@ -17,6 +17,8 @@ from PIL import Image, ImageOps
 # What the dataset scan and predict read: torchvision ImageFolder's extensions plus the other formats Pillow
 # reads out of the box (tests/data/test_data.py checks that torchvision's are all here).
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jfif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+DEFAULT_IMAGE_SIZE = 224  # the seed's input size (SPEC.md): every image resized to 224 x 224
+MIN_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; smaller inputs end with an empty feature map
 # The resize of the contract: bilinear with antialiasing (PIL widens the filter when it shrinks), the whole
 # image stretched to a square (no crop). Clients that resize themselves without antialiasing (MediaPipe)
 # should be handed images already resized this way.

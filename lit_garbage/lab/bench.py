@@ -39,12 +39,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Self
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.runs import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +90,7 @@ class Sizes:
     synthetic_px: int
 
 
-FULL = Sizes(image_size=224, pipeline_warmup=2, pipeline_batches=12, train_warmup=3, train_steps=10,
+FULL = Sizes(image_size=DEFAULT_IMAGE_SIZE, pipeline_warmup=2, pipeline_batches=12, train_warmup=3, train_steps=10,
              latency_warmup=10, latency_runs=200, synthetic_per_class=20, synthetic_px=384)
 QUICK = Sizes(image_size=64, pipeline_warmup=1, pipeline_batches=3, train_warmup=1, train_steps=2,
               latency_warmup=3, latency_runs=50, synthetic_per_class=12, synthetic_px=96)
@@ -204,11 +206,6 @@ def _time_batches(batches: Iterator, warmup: int, count: int, size: Callable[[An
     return result
 
 
-def _forever(loader: Iterable) -> Iterator:
-    while True:
-        yield from loader
-
-
 def _set_torch_threads(threads: int) -> None:
     import torch
 
@@ -258,7 +255,7 @@ def phase_pipeline_ours(spec: dict, cache: str | None = None) -> dict:
     # Batches the workers prepared ahead during warm-up come out at once: skip them too, so the clock sees
     # the steady state (for both pipelines alike).
     ahead = loader.num_workers * (loader.prefetch_factor or 0) if loader.num_workers else 0
-    result = _time_batches(_forever(loader), spec["pipeline_warmup"] + ahead, spec["pipeline_batches"],
+    result = _time_batches(chain.from_iterable(repeat(loader)), spec["pipeline_warmup"] + ahead, spec["pipeline_batches"],
                            lambda b: len(b[1]))
     return {**result, **prepared, "skipped_prefetched_batches": ahead}
 

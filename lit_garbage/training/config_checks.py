@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from lit_garbage.data.datamodule import AUGMENT_ON
+from lit_garbage.data.images import MIN_IMAGE_SIZE
 
 # What GarbageClassifier logs (module.py `_step`): the only names EarlyStopping / ModelCheckpoint can watch.
 LOGGED_METRICS = ("train_loss", "train_loss_step", "train_loss_epoch", "train_acc", "val_loss", "val_acc")
-MIN_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; smaller inputs end with an empty feature map
 
 
 class ConfigError(ValueError):

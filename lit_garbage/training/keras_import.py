@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.models.keras_backbone import (
     KerasMobileNetV2,
     _flat_layers,
@@ -55,7 +56,7 @@ def import_keras(path: str | Path, class_names: Sequence[str] | None = None, ima
     class_names = list(class_names)
     if found.num_classes is not None and len(class_names) != found.num_classes:
         raise ValueError(f"{len(class_names)} class names for a Keras head with {found.num_classes} outputs")
-    size = image_size or found.input_size or 224
+    size = image_size or found.input_size or DEFAULT_IMAGE_SIZE
     kwargs = dict(hparams)
     if found.dropout is not None:
         kwargs.setdefault("dropout", found.dropout)

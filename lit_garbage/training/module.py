@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.models.network import GarbageNet
 
 
@@ -68,7 +69,7 @@ class GarbageClassifier(pl.LightningModule):
     def __init__(
         self,
         class_names: Sequence[str],
-        image_size: int = 224,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         class_weights: Sequence[float] | None = None,
         backbone: str = "mobilenetv2_100",
         pretrained: bool = False,

