@@ -11,10 +11,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from lit_garbage.checks import Rule, enforce, integer, one_of, optional
 from lit_garbage.data.batch_augment import BatchAugment, device_augment_blockers
 from lit_garbage.data.image_cache import CachedSplit, ImageCache, resolve_cache_dir
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, load_rgb
 from lit_garbage.data.manifest import (
+    SPLIT_RULE,
     SPLITS,
     Manifest,
     Record,
@@ -29,6 +31,16 @@ from lit_garbage.data.transforms import (
 )
 
 AUGMENT_ON = ("auto", "cpu", "device")  # data.augment_on: where the train-time augmentation runs
+DATA_RULES = (
+    Rule("data.root", lambda v: isinstance(v, str) and v.strip() != "", "must be the dataset folder"),
+    Rule("data.image_size", lambda v: integer(v) and v >= MIN_IMAGE_SIZE, f"must be an integer >= {MIN_IMAGE_SIZE}"),
+    Rule("data.batch_size", lambda v: integer(v) and v >= 1, "must be >= 1"),
+    Rule("data.num_workers", lambda v: integer(v) and v >= 0, "must be >= 0"),
+    Rule("data.augment_on", one_of(*AUGMENT_ON), f"must be one of {', '.join(AUGMENT_ON)}"),
+    SPLIT_RULE,
+    Rule("data.near_duplicate_distance", optional(lambda v: integer(v) and 0 <= v <= 32),
+         "must be in [0, 32] (bits of a 64-bit perceptual hash) or null"),
+)
 
 
 class UnreadableImagesError(RuntimeError):
@@ -176,17 +188,9 @@ class GarbageDataModule(pl.LightningDataModule):
         augment_on: str = "auto",
     ) -> None:
         super().__init__()
-        if image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        if near_duplicate_distance is not None and not 0 <= near_duplicate_distance <= 32:
-            raise ValueError(f"data.near_duplicate_distance must be in [0, 32] or null, got {near_duplicate_distance}")
-        check_fractions(split)
-        if augment_on not in AUGMENT_ON:
-            raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
+        enforce(DATA_RULES, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
+                augment_on=augment_on, near_duplicate_distance=near_duplicate_distance)
+        check_fractions(split)  # a DatasetError, as when the manifest is built
         if augment_on == "device" and augment.enabled:
             BatchAugment(augment)  # refuses, up front, the options that need the CPU
         self.save_hyperparameters()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lit_garbage.checks import Rule, positive
 from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.runs import DUPLICATES_FILE, SKIPPED_FILE
 
@@ -335,11 +336,14 @@ def stratified_split(labels: list[str], fractions: tuple[float, float, float], s
     return out
 
 
+SPLIT_RULE = Rule("data.split", lambda v: len(v) == 3 and all(positive(x) for x in v) and abs(sum(v) - 1) < 1e-6,
+                  "must be 3 positive train/val/test fractions summing to 1")
+
+
 def check_fractions(fractions) -> None:
-    values = tuple(fractions)
-    if len(values) != 3 or min(values) <= 0 or abs(sum(values) - 1) > 1e-6:
-        raise DatasetError(f"data.split: train/val/test fractions must be 3 positive numbers summing to 1, "
-                           f"got {list(values)}")
+    problem = SPLIT_RULE.problem(tuple(fractions))
+    if problem:
+        raise DatasetError(problem)
 
 
 # ------------------------------------------------------------------------------------------ build

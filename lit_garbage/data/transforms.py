@@ -8,6 +8,7 @@ single definition of what a model input is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,6 +17,16 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from lit_garbage.checks import (
+    Rule,
+    enforce,
+    fraction,
+    non_negative,
+    one_of,
+    optional,
+    ordered_pair,
+    probability,
+)
 from lit_garbage.data.images import resize_rgb
 
 
@@ -63,6 +74,18 @@ AUTO_AUGMENT = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandA
                 "augmix": v2.AugMix, "autoaugment": v2.AutoAugment}
 
 
+FILLS = ("nearest", "black")
+AUGMENT_RULES = (
+    *(Rule(f"data.augment.{key}", non_negative, "must be >= 0") for key in ("rotation", "shift", "shear", "channel_shift")),
+    Rule("data.augment.zoom", fraction, "must be in [0, 1)"),
+    Rule("data.augment.brightness", ordered_pair(0, math.inf), "must be (low, high) with 0 < low <= high"),
+    Rule("data.augment.crop_scale", optional(ordered_pair(0, 1)), "must be (low, high) with 0 < low <= high <= 1, or null"),
+    Rule("data.augment.auto", optional(one_of(*AUTO_AUGMENT)), f"must be one of {', '.join(AUTO_AUGMENT)} or null"),
+    Rule("data.augment.fill", one_of(*FILLS), f"must be one of {', '.join(FILLS)}"),
+    Rule("data.augment.erasing", probability, "must be a probability in [0, 1]"),
+)
+
+
 @dataclass
 class Augment:
     """Train-time augmentation: the seed's ImageDataGenerator settings in torchvision terms, plus options.
@@ -95,23 +118,7 @@ class Augment:
     fill: str = "nearest"
 
     def __post_init__(self) -> None:
-        for key in ("rotation", "shift", "shear", "zoom", "channel_shift"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"data.augment.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0 <= self.zoom < 1:
-            raise ValueError(f"data.augment.zoom must be in [0, 1), got {self.zoom}")
-        lo, hi = self.brightness
-        if not 0 < lo <= hi:
-            raise ValueError(f"data.augment.brightness must be (low, high) with 0 < low <= high, got {self.brightness}")
-        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"data.augment.crop_scale must be (low, high) with 0 < low <= high <= 1, "
-                             f"got {self.crop_scale}")
-        if self.auto is not None and self.auto not in AUTO_AUGMENT:
-            raise ValueError(f"data.augment.auto must be one of {sorted(AUTO_AUGMENT)} or null, got {self.auto!r}")
-        if self.fill not in ("black", "nearest"):
-            raise ValueError(f"data.augment.fill must be 'black' or 'nearest', got {self.fill!r}")
-        if not 0 <= self.erasing <= 1:
-            raise ValueError(f"data.augment.erasing must be a probability in [0, 1], got {self.erasing}")
+        enforce(AUGMENT_RULES, **{rule.name: getattr(self, rule.name) for rule in AUGMENT_RULES})
 
     @property
     def affine(self) -> bool:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from lit_garbage.checks import Rule, enforce, optional, probability, rgb_triple
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 
 # Keras BatchNormalization's default epsilon; the seed's head uses it.
@@ -30,6 +31,13 @@ KERAS_BN_MOMENTUM = 1 - 0.999
 KERAS_MEAN = (0.5, 0.5, 0.5)
 KERAS_STD = (0.5, 0.5, 0.5)
 KERAS_WEIGHTS_PREFIX = "keras:"
+
+NET_RULES = (
+    Rule("model.bn_momentum", optional(probability),
+         "must be in [0, 1] (torch convention: the weight of the new batch) or null"),
+    Rule("model.mean", optional(rgb_triple), "must be 3 numbers (RGB) or null"),
+    Rule("model.std", optional(lambda v: rgb_triple(v) and min(v) > 0), "must be 3 positive numbers (RGB) or null"),
+)
 
 
 def is_keras_weights(weights: str | None) -> bool:
@@ -93,10 +101,8 @@ class GarbageNet(nn.Module):
                                         keras_compat=self.keras_compat)
         if bn_momentum is None and self.keras_compat:
             bn_momentum = KERAS_BN_MOMENTUM
+        enforce(NET_RULES, bn_momentum=bn_momentum, mean=mean, std=std)
         if bn_momentum is not None:
-            if not 0 <= bn_momentum <= 1:
-                raise ValueError(f"bn_momentum must be in [0, 1] (torch convention: the weight of the new batch), "
-                                 f"got {bn_momentum}")
             for m in self.backbone.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.momentum = bn_momentum
@@ -105,8 +111,6 @@ class GarbageNet(nn.Module):
         default_std = KERAS_STD if self.keras_compat else cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
         mean = tuple(mean if mean is not None else default_mean)
         std = tuple(std if std is not None else default_std)
-        if len(mean) != 3 or len(std) != 3 or any(v <= 0 for v in std):
-            raise ValueError(f"mean/std need 3 values each (std > 0), got mean={mean} std={std}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.head = SeedHead(self.backbone.num_features, num_classes, dropout=dropout)

@@ -13,7 +13,10 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lit_garbage.checks import Rule, enforce, integer, optional
 from lit_garbage.models.network import frozen_batchnorms_to_inference, weighted_layers
+
+FREEZE_RULES = (Rule("freeze.trainable_layers", optional(lambda v: integer(v) and v >= 0), "must be >= 0 or null (all)"),)
 
 
 class FreezeBackbone(BaseFinetuning):
@@ -29,8 +32,7 @@ class FreezeBackbone(BaseFinetuning):
 
     def __init__(self, trainable_layers: int | None = None) -> None:
         super().__init__()
-        if trainable_layers is not None and trainable_layers < 0:
-            raise ValueError(f"freeze.trainable_layers must be >= 0 or null (all), got {trainable_layers}")
+        enforce(FREEZE_RULES, trainable_layers=trainable_layers)
         self.trainable_layers = trainable_layers
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:

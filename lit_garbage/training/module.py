@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_garbage.checks import Rule, enforce, fraction, non_negative, one_of, positive
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.models.network import GarbageNet
 
@@ -52,6 +53,18 @@ class KerasAdam(torch.optim.Adam):
 OPTIMIZERS = {"adam": KerasAdam, "adamw": torch.optim.AdamW}
 LR_SCHEDULES = ("constant", "cosine")
 
+MODEL_RULES = (
+    Rule("model.lr", positive, "must be a positive number"),
+    Rule("model.l2", non_negative, "must be >= 0"),
+    Rule("model.dropout", fraction, "must be in [0, 1)"),
+    Rule("model.optimizer", one_of(*OPTIMIZERS), f"must be one of {', '.join(OPTIMIZERS)}"),
+    Rule("model.lr_schedule", one_of(*LR_SCHEDULES), f"must be one of {', '.join(LR_SCHEDULES)}"),
+    Rule("model.weight_decay", non_negative, "must be >= 0"),
+    Rule("model.backbone_lr_scale", non_negative, "must be >= 0"),
+    Rule("model.warmup_epochs", non_negative, "must be >= 0"),
+    Rule("model.label_smoothing", fraction, "must be in [0, 1)"),
+)
+
 
 class GarbageClassifier(pl.LightningModule):
     """Trains `GarbageNet`; class names, image size and normalisation travel in its hyper-parameters.
@@ -91,21 +104,9 @@ class GarbageClassifier(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"model.lr must be positive, got {lr}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if weight_decay < 0 or backbone_lr_scale < 0 or warmup_epochs < 0:
-            raise ValueError("model.weight_decay, model.backbone_lr_scale and model.warmup_epochs must be >= 0, got "
-                             f"{weight_decay}, {backbone_lr_scale}, {warmup_epochs}")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if l2 < 0:
-            raise ValueError(f"model.l2 must be >= 0, got {l2}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+        enforce(MODEL_RULES, lr=lr, l2=l2, dropout=dropout, optimizer=optimizer, lr_schedule=lr_schedule,
+                weight_decay=weight_decay, backbone_lr_scale=backbone_lr_scale, warmup_epochs=warmup_epochs,
+                label_smoothing=label_smoothing)
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = GarbageNet(len(self.class_names), backbone=backbone, pretrained=pretrained,

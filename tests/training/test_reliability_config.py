@@ -32,6 +32,14 @@ CASES = {
     "missing weights": (["--model.weights", "/nonexistent/w.ckpt"], "model.weights"),
     "frozen layers": (["--freeze.trainable_layers", "-1"], "freeze.trainable_layers"),
     "near dup distance": (["--data.near_duplicate_distance", "64"], "data.near_duplicate_distance"),
+    # rules the classes declare beside themselves, checked up front too
+    "optimizer": (["--model.optimizer", "sgd"], "model.optimizer"),
+    "label smoothing 1": (["--model.label_smoothing", "1.0"], "model.label_smoothing"),
+    "bn momentum": (["--model.bn_momentum", "2"], "model.bn_momentum"),
+    "zero std": (["--model.std", "[0.5, 0.0, 0.5]"], "model.std"),
+    "fill": (["--data.augment.fill", "white"], "data.augment.fill"),
+    "erasing": (["--data.augment.erasing", "2"], "data.augment.erasing"),
+    "crop scale": (["--data.augment.crop_scale", "[0.9, 0.2]"], "data.augment.crop_scale"),
 }
 
 
@@ -64,3 +72,32 @@ def test_class_names_come_from_the_data_and_zero_classes_is_a_dataset_error(tmp_
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit, match=""):  # class names are not a user setting
         main(fit_args(tmp_path / "data", tmp_path / "run", "--model.class_names", "[a, b]"))
+
+
+@pytest.mark.parametrize("build,key,value", [
+    ("model", "lr", -1.0), ("model", "dropout", 1.0), ("model", "optimizer", "sgd"), ("net", "bn_momentum", 2.0),
+    ("augment", "zoom", 1.5), ("augment", "fill", "white"), ("data", "batch_size", 0), ("freeze", "trainable_layers", -1),
+])
+def test_the_class_and_the_up_front_check_say_the_same_words(build, key, value, tmp_path):
+    """One rule, one message: what `fit` refuses up front is what the class itself refuses."""
+    from lit_garbage.data.datamodule import GarbageDataModule
+    from lit_garbage.data.transforms import Augment
+    from lit_garbage.models.network import GarbageNet
+    from lit_garbage.training.callbacks import FreezeBackbone
+    from lit_garbage.training.module import GarbageClassifier
+
+    section = {"model": "model", "net": "model", "augment": "data.augment", "data": "data", "freeze": "freeze"}[build]
+    config: dict = {}
+    node = config
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[key] = value
+    (expected,) = config_problems(config)
+    make = {"model": lambda: GarbageClassifier(["a", "b"], **{key: value}),
+            "net": lambda: GarbageNet(2, **{key: value}),
+            "augment": lambda: Augment(**{key: value}),
+            "data": lambda: GarbageDataModule(str(tmp_path), **{key: value}),
+            "freeze": lambda: FreezeBackbone(**{key: value})}[build]
+    with pytest.raises(ValueError) as err:
+        make()
+    assert str(err.value) == expected
