@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 EXTRA_OF = {
     "ai_edge_litert": "lite", "sklearn": "lite", "matplotlib": "lite",
     "torch": "train", "torchvision": "train", "lightning": "train", "timm": "train", "torchmetrics": "train",
+    "safetensors": "train",
     "onnx": "train", "onnxruntime": "train", "onnxscript": "train", "imagehash": "train", "yaml": "train",
     "tensorflow": "export", "keras": "export", "tf_keras": "export", "onnx2tf": "export", "onnxsim": "export",
     "tensorflowjs": "tfjs", "psutil": "lab",

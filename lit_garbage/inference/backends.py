@@ -4,14 +4,19 @@
     probs = backend.predict(images)          # images: float32 NCHW RGB in [0, 1], shape (N, 3, S, S)
     backend.class_names, backend.image_size  # from the checkpoint, the export's metadata.json or the file itself
 
-The kind is chosen from the path: a Lightning `.ckpt` (torch), `.onnx` (onnxruntime), a SavedModel folder
-(TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS graph model (`model.json` or its
-folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`). Every backend takes the same NCHW
-input, so callers never deal with layouts; NHWC formats are transposed inside.
+The kind is chosen from the path: a Lightning `.ckpt` or an export's `model.safetensors` (torch), `.onnx`
+(onnxruntime), a SavedModel folder (TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS
+graph model (`model.json` or its folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`).
+Every backend takes the same NCHW input, so callers never deal with layouts; NHWC formats are transposed inside.
 
 Class names and image size: a checkpoint holds them; an exported file takes them from the export's
 metadata.json beside it, else from the metadata inside the file (`lit_garbage.artifacts.read_facts`), else
 the names are class_0 .. class_N-1 and `names_source` says so (`has_class_names` is False).
+
+Opening a file never runs its code (`lit_garbage.safe_loading`): checkpoints are read with `weights_only=True`, a
+SavedModel's ops are checked against what this project's exports contain before TensorFlow loads it, a TFJS
+model's weight files must lie in its folder; a refusal is an `UnsafeModelFileError` naming the file and what
+was found.
 
 Errors: `ModelFileError` for a file that is missing, corrupted or not a model of this project;
 `BackendUnavailableError` when the runtime itself is missing (e.g. no `node`, no `npm ci`).
@@ -19,7 +24,6 @@ Errors: `ModelFileError` for a file that is missing, corrupted or not a model of
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -32,12 +36,24 @@ import numpy as np
 
 from lit_garbage.artifacts import find_metadata, read_facts
 from lit_garbage.inference import node_runtime
+from lit_garbage.safe_loading import (
+    EXPORT_OPS,
+    UnsafeFileError,
+    check_saved_model,
+    check_tfjs_weight_paths,
+    load_torch_file,
+)
 
 KINDS = ("torch", "onnx", "saved_model", "tflite", "tfjs")
 
 
 class ModelFileError(ValueError):
     """The model file is missing, unreadable, corrupted or of the wrong kind."""
+
+
+class UnsafeModelFileError(ModelFileError, UnsafeFileError):
+    """The model file holds code that loading or running it would execute (or names files outside itself): refused
+    before any runtime sees it; the message names the file and what was found."""
 
 
 class BackendUnavailableError(RuntimeError):
@@ -104,33 +120,55 @@ def _nhwc(images: np.ndarray) -> np.ndarray:
 
 
 def load_classifier(path: str | Path):
-    """(GarbageClassifier in eval mode, checkpoint dict without weights) from a Lightning checkpoint."""
-    import torch
+    """(GarbageClassifier in eval mode, checkpoint dict without weights) from a Lightning checkpoint.
 
-    from lit_garbage.training.module import GarbageClassifier
+    The file is read once and unpickled once, with `weights_only=True` (`lit_garbage.safe_loading`): a checkpoint
+    holding Python objects is refused naming them. The model is rebuilt without the initial-weights options its
+    hyper-parameters name (`lit_garbage.training.checkpoints`): loading a checkpoint opens no other file."""
+    from lit_garbage.training.checkpoints import classifier_from_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"checkpoint not found: {path}")
     data = path.read_bytes()
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as err:  # UnpicklingError, RuntimeError (zip reader), EOFError, ...
+        ckpt = load_torch_file(path, data)
+    except UnsafeFileError as err:
+        raise UnsafeModelFileError(str(err)) from None
+    except Exception as err:  # RuntimeError (zip reader), EOFError, ...
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint (corrupted or truncated?): "
                              f"{type(err).__name__}: {str(err)[:200]}") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or "class_names" not in hparams or "state_dict" not in ckpt:
         raise ModelFileError(f"{path} is a PyTorch file but not a lit_garbage GarbageClassifier checkpoint "
                              "(no 'state_dict' / 'hyper_parameters.class_names'); pass the model.ckpt of a "
-                             "`scripts/fit.py` run")
+                             "`lit-garbage fit` run")
     try:
-        module = GarbageClassifier.load_from_checkpoint(io.BytesIO(data), map_location="cpu", weights_only=False)
+        module = classifier_from_checkpoint(ckpt, path)
     except Exception as err:  # shape mismatches, unknown hyper-parameters
         raise ModelFileError(f"{path} does not match the GarbageClassifier model: "
                              f"{type(err).__name__}: {str(err)[:300]}") from None
-    module.eval()
     info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states", "loops", "callbacks")}
     return module, info
+
+
+def load_safetensors_classifier(path: str | Path):
+    """(GarbageClassifier in eval mode, the facts its header carries) from an export's model.safetensors."""
+    from lit_garbage.training.checkpoints import (
+        CheckpointError,
+        classifier_from_safetensors,
+    )
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"weights file not found: {path}")
+    try:
+        return classifier_from_safetensors(path)
+    except CheckpointError as err:
+        raise ModelFileError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - hyper-parameters the model refuses
+        raise ModelFileError(f"{path} does not match the GarbageClassifier model: "
+                             f"{type(err).__name__}: {str(err)[:300]}") from None
 
 
 class TorchBackend(Backend):
@@ -142,10 +180,12 @@ class TorchBackend(Backend):
 
         from lit_garbage.models.network import Probabilities
 
-        if module is None:
+        self.checkpoint = {}
+        if module is None and Path(path).suffix.lower() == ".safetensors":
+            module, _ = load_safetensors_classifier(path)
+            self.names_source = "the model file's own metadata"
+        elif module is None:
             module, self.checkpoint = load_classifier(path)
-        else:
-            self.checkpoint = {}
         super().__init__(Path(path), module.hparams.class_names, module.hparams.image_size)
         self.module = module.eval()
         self.graph = Probabilities(module.net).eval()
@@ -225,6 +265,12 @@ class SavedModelBackend(Backend):
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
             except RuntimeError:
                 pass  # already initialised
+        try:  # read as data first: a SavedModel is a program, run only if it does nothing but tensor maths
+            check_saved_model(path, allowed=EXPORT_OPS)
+        except UnsafeFileError as err:
+            raise UnsafeModelFileError(str(err)) from None
+        except ValueError as err:
+            raise ModelFileError(str(err)) from None
         try:
             loaded = tf.saved_model.load(str(path))
             fn = loaded.signatures["serving_default"]
@@ -307,6 +353,10 @@ class TFJSBackend(Backend):
                                  f"({type(err).__name__}: {err})") from None
         if len(dims) != 4 or dims[-1] != 3:
             raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
+        try:  # the runner checks the same before it reads a byte
+            check_tfjs_weight_paths(model_json, spec)
+        except UnsafeFileError as err:
+            raise UnsafeModelFileError(str(err)) from None
         names, size, self.names_source = _names_and_size(model_json, self.kind, dims[1])
         super().__init__(model_json, _default_names(names, out_dims[-1]), size)
         self.node = node or node_runtime.node_executable()
@@ -369,7 +419,7 @@ def detect_kind(path: str | Path) -> str:
             return "tfjs"
         raise ModelFileError(f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a TFJS model (model.json)")
     suffix = path.suffix.lower()
-    if suffix in (".ckpt", ".pt", ".pth"):
+    if suffix in (".ckpt", ".pt", ".pth", ".safetensors"):
         return "torch"
     if suffix == ".onnx":
         return "onnx"
@@ -379,8 +429,8 @@ def detect_kind(path: str | Path) -> str:
         return "tfjs"
     if path.name == "saved_model.pb":
         return "saved_model"
-    raise ModelFileError(f"unknown model file type: {path} (expected .ckpt, .onnx, .tflite, a SavedModel "
-                         "folder or a TFJS model.json)")
+    raise ModelFileError(f"unknown model file type: {path} (expected .ckpt, an export's model.safetensors, .onnx, "
+                         ".tflite, a SavedModel folder or a TFJS model.json)")
 
 
 _BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "saved_model": SavedModelBackend,

@@ -17,6 +17,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from lit_garbage.checks import Rule, enforce, optional, probability, rgb_triple
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+from lit_garbage.safe_loading import read_state_dict
 
 # Keras BatchNormalization's default epsilon; the seed's head uses it.
 KERAS_BN_EPS = 1e-3
@@ -165,7 +166,8 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
 
     `keras_compat` builds it with TF "same" padding and BatchNorm eps 1e-3, which reproduces Keras
     MobileNetV2 exactly; `weights="keras:PATH"` loads the backbone of a Keras MobileNetV2 file
-    (.keras / .h5 / SavedModel, see `lit_garbage.models.keras_backbone`) and needs it.
+    (.keras / .h5 / SavedModel, see `lit_garbage.models.keras_backbone`) and needs it; any other `weights` is a
+    `.safetensors` or torch weights file (a timm / torch state dict, a checkpoint, an export's model.safetensors).
     """
     extra = KERAS_BACKBONE_KWARGS if keras_compat else {}
     if is_keras_weights(weights):
@@ -183,9 +185,11 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
         if not path.is_file():
             raise FileNotFoundError(f"backbone weights file not found: {path}")
         model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **extra)
-        # timm's loader unwraps 'state_dict' / 'model' entries; a checkpoint of this project keeps the
+        # A .safetensors file (tensors only), or a torch file read with weights_only=True: a file that holds
+        # Python objects is refused, naming them (`lit_garbage.safe_loading`). 'state_dict' / 'model' entries
+        # are unwrapped as timm does; a checkpoint or an export's model.safetensors of this project keeps the
         # backbone under 'net.backbone.'. A full timm model file also holds a classifier: ignored.
-        state = timm.models.load_state_dict(str(path))
+        state = read_state_dict(path)
         for prefix in ("net.backbone.", "backbone."):
             if any(k.startswith(prefix) for k in state):
                 state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

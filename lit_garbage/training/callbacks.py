@@ -1,10 +1,12 @@
-"""Training callbacks: partial fine-tuning, Keras-style restore of the best weights, exact resume; atomic checkpoint files."""
+"""Training callbacks: partial fine-tuning, Keras-style restore of the best weights, exact resume, checkpoint paths
+kept inside the run; atomic checkpoint files."""
 
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lit_garbage.checks import Rule, enforce, integer, optional
 from lit_garbage.models.network import frozen_batchnorms_to_inference, weighted_layers
+from lit_garbage.safe_loading import inside, load_torch_file
 
 FREEZE_RULES = (Rule("freeze.trainable_layers", optional(lambda v: integer(v) and v >= 0), "must be >= 0 or null (all)"),)
 
@@ -60,14 +63,79 @@ def apply_partial_freeze(backbone: torch.nn.Module, trainable_layers: int | None
 
 
 class RestoreBestWeights(pl.Callback):
-    """At the end of fit, load the best checkpoint's weights (Keras `restore_best_weights=True`)."""
+    """At the end of fit, load the best checkpoint's weights (Keras `restore_best_weights=True`).
+
+    Only a checkpoint inside the run's checkpoint folder is read, and with `weights_only=True`: the best model
+    path comes back from last.ckpt on `--resume`, and a forged one could name any file."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ckpt = trainer.checkpoint_callback
         if not isinstance(ckpt, ModelCheckpoint) or not ckpt.best_model_path:
             return
-        state = torch.load(ckpt.best_model_path, map_location=pl_module.device, weights_only=False)
+        if not inside(ckpt.best_model_path, ckpt.dirpath):
+            warnings.warn(f"the best model path {ckpt.best_model_path} lies outside the run's checkpoint folder "
+                          f"{ckpt.dirpath}: not read; the model keeps the weights of the last epoch", stacklevel=2)
+            return
+        state = load_torch_file(ckpt.best_model_path, map_location=pl_module.device)
         pl_module.load_state_dict(state["state_dict"])
+
+
+# ModelCheckpoint's state: the paths it restores from a checkpoint (and later deletes or reads).
+_CHECKPOINT_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+class ConfineCheckpointPaths(pl.Callback):
+    """On `--resume`, drop the checkpoint paths the resumed state names outside the run's checkpoint folder.
+
+    Lightning restores ModelCheckpoint's paths from last.ckpt as they are: it later deletes the k-th best file
+    when a better one arrives (its own check, `dirpath in Path(previous).parents`, is lexical: `..` passes it)
+    and `RestoreBestWeights` reads the best one. A forged last.ckpt (plain data, so `weights_only` loads it)
+    could name any file to delete or to read. Runs before ModelCheckpoint restores its state (Lightning calls
+    every callback's `on_load_checkpoint` first); each dropped path gets a warning naming it. Only the state
+    of the same folder is confined: from another folder (a moved run) Lightning restores just the best model
+    path, which RestoreBestWeights checks.
+    """
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        states = checkpoint.get("callbacks") or {}
+        for cb in trainer.checkpoint_callbacks:
+            state = states.get(cb.state_key)
+            if isinstance(state, dict) and cb.dirpath:
+                confine_checkpoint_state(state, cb.dirpath)
+
+
+def confine_checkpoint_state(state: dict, dirpath: str | Path) -> list[str]:
+    """Drop (in place) every path of a ModelCheckpoint state that does not lie inside `dirpath` once `..` and
+    links are resolved, when the state was saved for that folder; returns the dropped paths (each warned about)."""
+    recorded = state.get("dirpath")
+    if recorded is not None and str(recorded) != str(dirpath) and not _same_folder(recorded, dirpath):
+        return []
+    dropped = []
+    best_k = state.get("best_k_models")
+    if isinstance(best_k, dict):
+        for path in [p for p in best_k if not inside(p, dirpath)]:
+            del best_k[path]
+            dropped.append(str(path))
+    for key in _CHECKPOINT_PATH_KEYS:
+        path = state.get(key)
+        if path and not inside(path, dirpath):
+            state[key] = ""
+            dropped.append(str(path))
+            if key == "best_model_path":
+                state["best_model_score"] = None
+            elif key == "kth_best_model_path":
+                state.pop("kth_value", None)  # back to the callback's own start value
+    for path in dict.fromkeys(dropped):
+        warnings.warn(f"--resume: the checkpoint state names {path}, outside the run's checkpoint folder {dirpath}: "
+                      "ignored (never read nor deleted)", stacklevel=2)
+    return dropped
+
+
+def _same_folder(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 class RngState(pl.Callback):

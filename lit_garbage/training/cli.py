@@ -6,6 +6,10 @@ and TensorBoard events, `checkpoints/` (best and last), `model.ckpt` (the best w
 the end as Keras's `restore_best_weights` does) and `results.json`; the dataset scan's reports
 `skipped.csv` and `duplicates.csv` sit beside `split.csv`.
 
+Safety: `--resume` reads last.ckpt as tensors and plain data only (a pickle that would run code is refused,
+exit 2), Lightning loads every checkpoint with `weights_only=True`, and the checkpoint paths a resumed state
+names are followed only inside the run's checkpoint folder (`ConfineCheckpointPaths`, `RestoreBestWeights`).
+
 Reliability: config values are checked before anything is built (`config_checks`); checkpoints are
 written atomically and carry the random generators' states, so `--resume true` after a kill continues
 exactly where the last checkpoint left off; a run that fails before saving any checkpoint removes
@@ -34,8 +38,10 @@ from lit_garbage.runs import (
     MODEL_FILE,
     RESULTS_FILE,
 )
+from lit_garbage.safe_loading import UnsafeFileError, load_torch_file
 from lit_garbage.training.callbacks import (
     AtomicCheckpointIO,
+    ConfineCheckpointPaths,
     FreezeBackbone,
     RestoreBestWeights,
     RngState,
@@ -68,6 +74,15 @@ def check_resumable(path: Path) -> None:
     if bad:
         raise SystemExit(f"error: --resume: {path} is damaged ({bad}). Delete it to resume from the best "
                          f"checkpoint in {path.parent} (copy it to last.ckpt), or start a new --run_dir.")
+
+
+def check_safe_to_load(path: Path) -> None:
+    """A checkpoint `--resume` may load: tensors and plain data only (`weights_only`), or exit 2 naming what it holds."""
+    try:
+        load_torch_file(path)
+    except UnsafeFileError as err:
+        print(f"error: --resume: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class GarbageCLI(LightningCLI):
@@ -111,6 +126,7 @@ class GarbageCLI(LightningCLI):
             if not launched_child:
                 remove_stale_temporaries(last.parent)
                 check_resumable(last)
+                check_safe_to_load(last)
             self.ckpt_path = str(last)
         else:
             self.ckpt_path = None
@@ -137,14 +153,17 @@ class GarbageCLI(LightningCLI):
 def run_fit(cli: GarbageCLI) -> dict:
     """Fit, restore the best weights, save them as model.ckpt, score them on val and test."""
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=cli.ckpt_path)
+    # weights_only=True, passed explicitly: Lightning would otherwise leave it to torch's default, which the
+    # environment can turn off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD); the same for every checkpoint Lightning
+    # loads by itself in validate / test (a SLURM requeue's hpc_ckpt).
+    trainer.fit(model, datamodule=data, ckpt_path=cli.ckpt_path, weights_only=True)
     # Weight averaging (EMA) is done: the model now holds the restored best averaged weights. Left in
     # place, the callback would swap its last average in for the final validate/test and model.ckpt.
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     run_dir = Path(cli.run_dir)
     trainer.save_checkpoint(run_dir / MODEL_FILE)
-    val = trainer.validate(model, datamodule=data, verbose=False)[0]
-    test = trainer.test(model, datamodule=data, verbose=False)[0]
+    val = trainer.validate(model, datamodule=data, verbose=False, weights_only=True)[0]
+    test = trainer.test(model, datamodule=data, verbose=False, weights_only=True)[0]
     ckpt = trainer.checkpoint_callback
     results = {
         "run_dir": str(run_dir),
@@ -189,7 +208,7 @@ def main(args: list[str] | None = None) -> dict | None:
             GarbageClassifier,
             GarbageDataModule,
             run=False,
-            trainer_defaults={"callbacks": [RestoreBestWeights(), RngState()]},
+            trainer_defaults={"callbacks": [RestoreBestWeights(), RngState(), ConfineCheckpointPaths()]},
             save_config_kwargs={"overwrite": True},
             args=args,
             auto_configure_optimizers=False,
