@@ -2,13 +2,19 @@
 
 Used for `--model.weights keras:PATH` (backbone only) and by `lit_garbage.training.keras_import` (whole model).
 
-Supported files (read with Keras itself, `compile=False`, `safe_mode=True`, so no Lambda code runs):
+Supported files (their architecture JSON is checked first, `check_keras_file`; then read with Keras itself,
+`compile=False`, in safe mode, so no Lambda code runs):
 
 - `.keras`: the Keras 3 zip format (also tf-keras 2.13+ files that Keras 3 reads);
 - `.h5` / `.hdf5`: a whole model (architecture + weights) in HDF5, written by Keras 2 (`tf.keras`,
   tf-keras) or by Keras 3's legacy `model.save("x.h5")`;
 - a SavedModel directory written by Keras 2 `model.save(DIR)` (it carries `keras_metadata.pb`; read
   with tf-keras).
+
+Refused before any Keras loader runs, naming the file and the layer: Lambda layers (Python code, which Keras 2
+loaders run when they rebuild the model) and every class that is not a built-in Keras layer (`KERAS_LAYERS`:
+custom classes and TensorFlow-op layers name code to run); a Keras 2 SavedModel whose graph touches files or
+runs Python (`lit_garbage.safe_loading.check_saved_model`).
 
 Refused, with a message naming what was found: weights-only files (`*.weights.h5`, no architecture),
 Keras 3 `model.export()` SavedModels (no layers), other architectures, MobileNetV2 with alpha != 1.0,
@@ -37,6 +43,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lit_garbage.safe_loading import UnsafeFileError
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -48,6 +56,10 @@ _ALPHA_BY_LAST_FILTERS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 44
 
 class KerasImportError(ValueError):
     """The file is not a Keras model this importer supports; the message says what was found."""
+
+
+class UnsafeKerasFileError(KerasImportError, UnsafeFileError):
+    """The Keras file holds code (a Lambda layer, a class from outside Keras) that loading it would run: refused."""
 
 
 def backbone_layer_map() -> dict[str, tuple[str, str]]:
@@ -76,6 +88,113 @@ def backbone_layer_map() -> dict[str, tuple[str, str]]:
 
 # ------------------------------------------------------------------ reading the file
 
+# Built-in Keras layers that hold no code: those of MobileNetV2 and the seed's head, and the usual layers of
+# other heads and of preprocessing. Any other class (Lambda, the TensorFlow-op layers, custom classes) names
+# code that rebuilding the model would run: refused before a loader sees the file.
+KERAS_LAYERS = frozenset({
+    "InputLayer", "Functional", "Model", "Sequential",
+    "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Dense",
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation",
+    "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Flatten", "Reshape", "Permute", "Identity",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "AveragePooling2D", "MaxPooling2D",
+    "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+    "RandomTranslation", "RandomContrast", "RandomBrightness", "RandomCrop",
+})
+# What the classes that carry code are, for the refusal.
+_CODE_LAYERS = {
+    "Lambda": "a Lambda layer (Python code, which rebuilding the model runs)",
+    "TFOpLambda": "a TFOpLambda layer (it calls a TensorFlow function the file names)",
+    "SlicingOpLambda": "a SlicingOpLambda layer (it calls a TensorFlow function the file names)",
+    "ClassMethod": "a ClassMethod layer (it calls a method the file names)",
+    "InstanceMethod": "an InstanceMethod layer (it calls a method the file names)",
+    "InstanceProperty": "an InstanceProperty layer (it reads an attribute the file names)",
+}
+# Keras 3's serialised Python functions ("__lambda__": marshalled bytecode).
+_CODE_OBJECTS = {"__lambda__": "a serialised Python lambda (bytecode)"}
+
+
+def _keras_module(module) -> bool:
+    return module is None or module in ("keras", "tf_keras") or str(module).startswith(("keras.", "tf_keras."))
+
+
+def keras_architecture(path: str | Path) -> list[tuple[str, object]]:
+    """The architecture a Keras file stores, as JSON, read without Keras: [(where, config)].
+
+    HDF5: the `model_config` attribute; `.keras`: the zip's config.json; a Keras 2 SavedModel: the metadata of
+    every node in `keras_metadata.pb`. Raises KerasImportError when the file holds none of them."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            from tf_keras.protobuf import saved_metadata_pb2
+
+            meta = saved_metadata_pb2.SavedMetadata()
+            meta.ParseFromString((path / "keras_metadata.pb").read_bytes())
+            return [(f"{node.node_path} ({node.identifier})", json.loads(node.metadata)) for node in meta.nodes
+                    if node.metadata]
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return [("config.json", json.loads(zf.read("config.json")))]
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            config = f.attrs["model_config"]
+        return [("model_config", json.loads(config))]
+    except ImportError as err:
+        raise KerasImportError(f"reading {path} needs the package {err.name!r}") from None
+    except Exception as err:  # noqa: BLE001 - OSError, KeyError, JSON and protobuf decode errors
+        raise KerasImportError(f"{path} holds no readable Keras architecture ({type(err).__name__}: "
+                               f"{str(err)[:200]})") from None
+
+
+def check_keras_file(path: str | Path) -> None:
+    """Refuse (`UnsafeKerasFileError`, naming the file and the layer) a Keras file whose architecture holds code.
+
+    Every layer (nested models included) must be a built-in Keras layer of `KERAS_LAYERS`; nothing anywhere in
+    the config may be a Lambda, a serialised Python function or a class from outside Keras. Read as JSON, so
+    nothing in the file runs; call it before any Keras loader."""
+    path = Path(path)
+    for where, config in keras_architecture(path):
+        # Every entry is a layer or model, except a SavedModel's compiled metrics.
+        _check_config(path, config, is_layer="_tf_keras_metric" not in where)
+
+
+def _refuse(path: Path, name, what: str) -> None:
+    raise UnsafeKerasFileError(f"{path}: layer {name!r} is {what}; refused before loading: only built-in Keras "
+                               "layers are read (re-save the model without it, or import the .h5 / .keras file of "
+                               "a plain MobileNetV2)")
+
+
+def _check_config(path: Path, obj, is_layer: bool = False) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            _check_config(path, item)
+        return
+    if not isinstance(obj, dict):
+        return
+    cls = obj.get("class_name")
+    inner = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+    name = obj.get("name") or inner.get("name") or "?"
+    if cls in _CODE_LAYERS:
+        _refuse(path, name, _CODE_LAYERS[cls])
+    if cls in _CODE_OBJECTS or obj.get("function_type") == "lambda":
+        _refuse(path, name, _CODE_OBJECTS.get(cls, "a serialised Python function (bytecode)"))
+    if cls is not None and not _keras_module(obj.get("module")):
+        _refuse(path, name, f"a {cls} from the module {obj.get('module')!r}, outside Keras (code the file names)")
+    if is_layer and cls is not None and cls not in KERAS_LAYERS:
+        _refuse(path, name, f"a {cls}, not a built-in Keras layer (its class would run code the file names)")
+    for key, value in obj.items():
+        if key == "layers" and isinstance(value, list):
+            for layer in value:
+                _check_config(path, layer, is_layer=True)
+        else:
+            _check_config(path, value)
+
 
 def load_keras_model(path: str | Path):
     """The Keras model in `path` (see the module docstring for what is supported)."""
@@ -95,6 +214,7 @@ def load_keras_model(path: str | Path):
     elif not head.startswith(ZIP_SIGNATURE):
         raise KerasImportError(f"{path} is not a Keras model file: it is neither HDF5 (.h5) nor a zip (.keras); "
                                f"it starts with bytes {head!r} (corrupted, truncated or another format?)")
+    check_keras_file(path)
     errors = []
     import keras  # Keras 3 (tensorflow 2.16+)
 
@@ -104,8 +224,11 @@ def load_keras_model(path: str | Path):
         errors.append(f"Keras {keras.__version__}: {type(err).__name__}: {str(err)[:300]}")
     try:
         import tf_keras
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-        return tf_keras.models.load_model(str(path), compile=False)
+        # Safe mode for tf-keras's legacy HDF5 reader too (its `safe_mode` argument covers only .keras zips).
+        with SafeModeScope(True):
+            return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
     except ImportError:
         pass
     except Exception as err:  # noqa: BLE001
@@ -138,10 +261,21 @@ def _load_saved_model(path: Path):
                                "file the model was saved to instead")
     try:
         import tf_keras
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
     except ImportError as err:
         raise KerasImportError("reading a Keras 2 SavedModel needs the `tf-keras` package") from err
+    check_keras_file(path)
+    from lit_garbage.safe_loading import UnsafeFileError, check_saved_model
+
     try:
-        return tf_keras.models.load_model(str(path), compile=False)
+        check_saved_model(path)  # the layers' traced graphs: no file, Python or print ops
+    except UnsafeFileError as err:
+        raise UnsafeKerasFileError(str(err)) from None
+    except ValueError as err:
+        raise KerasImportError(str(err)) from None
+    try:
+        with SafeModeScope(True):
+            return tf_keras.models.load_model(str(path), compile=False)
     except Exception as err:  # noqa: BLE001
         raise KerasImportError(f"could not read the SavedModel {path}: "
                                f"{type(err).__name__}: {str(err)[:300]}") from None

@@ -16,7 +16,7 @@ from typing import Any
 from lit_garbage.checks import Rule, integer, one_of, optional, problems, value_at
 from lit_garbage.data.datamodule import DATA_RULES
 from lit_garbage.data.transforms import AUGMENT_RULES
-from lit_garbage.models.network import NET_RULES
+from lit_garbage.models.network import KERAS_WEIGHTS_PREFIX, NET_RULES, is_keras_weights
 from lit_garbage.training.callbacks import FREEZE_RULES
 from lit_garbage.training.module import MODEL_RULES
 
@@ -50,9 +50,40 @@ ALL_RULES = (*DATA_RULES, *AUGMENT_RULES, *NET_RULES, *MODEL_RULES, *FREEZE_RULE
 _MISSING = object()
 
 
+def weights_file_problems(weights: Any) -> list[str]:
+    """`model.weights` read as data before the scan: a Keras file with a Lambda (or any class outside Keras's
+    built-in layers), or a torch file that holds Python objects, is refused naming the file and what it holds.
+    Loading would run that code; the model build (after the scan) would be too late."""
+    if not isinstance(weights, str):
+        return []
+    path = Path(weights.removeprefix(KERAS_WEIGHTS_PREFIX))
+    if not path.exists():
+        return []  # FIT_RULES says so
+    from lit_garbage.safe_loading import UnsafeFileError, unsafe_globals
+
+    if is_keras_weights(weights):
+        from lit_garbage.models.keras_backbone import KerasImportError, check_keras_file
+
+        try:
+            check_keras_file(path)
+        except UnsafeFileError as err:
+            return [f"model.weights: {err}"]
+        except KerasImportError:
+            pass  # not a Keras model at all: loading it says what was found
+        return []
+    if path.is_file() and path.suffix.lower() != ".safetensors":
+        found = unsafe_globals(path)
+        if found:
+            return [f"model.weights: {weights} holds Python objects that loading it would run ({', '.join(found)}); "
+                    "refused: use a plain state dict, a checkpoint of this project or a .safetensors file"]
+    return []
+
+
 def config_problems(cfg: Any) -> list[str]:
-    """Every impossible value in a resolved fit config, as 'key must ..., got value' strings (absent keys skipped)."""
-    return problems(ALL_RULES, lambda key: value_at(cfg, key, _MISSING), missing=_MISSING)
+    """Every impossible value in a resolved fit config, as 'key must ..., got value' strings (absent keys skipped),
+    and a `model.weights` file that holds code."""
+    found = problems(ALL_RULES, lambda key: value_at(cfg, key, _MISSING), missing=_MISSING)
+    return found + weights_file_problems(value_at(cfg, "model.weights", None))
 
 
 def check_config(cfg: Any) -> None:
