@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from lit_garbage.artifacts import LABELS_FILE, METADATA_FILE
 from lit_garbage.inference import node_runtime
+from lit_garbage.safe_loading import UnsafeFileError, check_tfjs_weight_paths
 
 WEB_DIR = Path(__file__).resolve().parent / "web"  # package data: the page travels with the package
 VENDOR = {
@@ -54,6 +55,12 @@ def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path | None = 
     if not (export / "tfjs" / "model.json").is_file():
         raise DemoError(f"{export} has no tfjs/model.json: export the tfjs format "
                         f"(lit-garbage export --model RUN/model.ckpt --formats tfjs)")
+    try:  # the page must only ever fetch the export's own files
+        check_tfjs_weight_paths(export / "tfjs" / "model.json")
+    except UnsafeFileError as err:
+        raise DemoError(str(err)) from None
+    except (OSError, ValueError) as err:
+        raise DemoError(f"{export / 'tfjs' / 'model.json'} is not readable: {err}") from None
     if not (export / "labels.txt").is_file() and not (export / "metadata.json").is_file():
         raise DemoError(f"{export} has neither labels.txt nor metadata.json")
     if not (web / "index.html").is_file():

@@ -10,7 +10,7 @@
 //   (default: the one beside this file, where `npm ci --prefix <this folder>` puts them). They are loaded
 //   with require() from there, so this file also runs from an installed package, away from its packages.
 // Every image runs at batch size 1 after --warmup untimed runs, so the latency is per image.
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, realpath, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -31,18 +31,32 @@ function parseArgs(argv) {
   return args;
 }
 
+// A weight shard named by model.json, refused unless it is a file inside the model's folder: no absolute path,
+// no '..', no URL, no link leading out of the folder (a model file must not make us read other files).
+async function shardPath(dir, p) {
+  const parts = typeof p === 'string' ? p.split(/[\\/]/) : ['..'];
+  const refuse = () => new Error(`${path.join(dir, 'model.json')}: its weightsManifest names ${JSON.stringify(p)}, `
+    + `which is not a file inside the model's folder ${dir}; refused`);
+  if (typeof p !== 'string' || !p || path.isAbsolute(p) || p.startsWith('\\') || p.includes(':') || parts.includes('..')) {
+    throw refuse();
+  }
+  const real = await realpath(path.resolve(dir, p));
+  if (!real.startsWith(dir + path.sep)) throw refuse();
+  return real;
+}
+
 // Pure tfjs has no file:// loader in Node: a small IOHandler reading model.json and its weight shards.
 function fileHandler(modelJsonPath) {
-  const dir = path.dirname(modelJsonPath);
   return {
     async load() {
+      const dir = await realpath(path.dirname(modelJsonPath));
       const modelJson = JSON.parse(await readFile(modelJsonPath, 'utf8'));
       return tf.io.getModelArtifactsForJSON(modelJson, async (manifest) => {
         const specs = [];
         const buffers = [];
         for (const group of manifest) {
           specs.push(...group.weights);
-          for (const p of group.paths) buffers.push(await readFile(path.join(dir, p)));
+          for (const p of group.paths) buffers.push(await readFile(await shardPath(dir, p)));
         }
         const all = Buffer.concat(buffers);
         return [specs, all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength)];
