@@ -2,7 +2,9 @@
 
 `build_metadata` builds the facts once: class names in output order, image size, the input contract (RGB,
 pixel / 255 in [0, 1], layout per format, the resize, normalisation inside the model), the output, name /
-version / description / author / license, checkpoint and split-manifest hashes, metrics and tool versions.
+version / description / author / license, checkpoint and split-manifest hashes, the dataset root (metadata.json
+only), the shareable weights file `model.safetensors` (see `lit_garbage.training.checkpoints`), metrics and tool
+versions.
 They are written as `metadata.json` + `labels.txt` beside the model files (`write_metadata`), and
 `embedded_facts` (the same dict without this machine's paths and the export time) goes into every model
 file in that format's own place (`lit_garbage.export.metadata`):
@@ -93,7 +95,8 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
                    manifest: Path | None, manifest_sha256: str | None, training: Mapping[str, Any] | None,
                    calibration: Mapping[str, Any] | None, backbone: str | None,
                    onnx2tf_options: Mapping[str, Any] | None = None, name: str | None = None,
-                   version: str | None = None) -> dict[str, Any]:
+                   version: str | None = None, dataset_root: Path | None = None,
+                   weights: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The facts of one export (metadata.json); `embedded_facts` of it go into every model file."""
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -120,14 +123,18 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
                    "meaning": "softmax class probabilities in class_names order"},
         "formats": {fmt: {"path": FORMATS[fmt]["file"], "input": input_spec(fmt, image_size)}
                     for fmt in formats if fmt in FORMATS},
-        # Absolute paths too, so an export moved away from its run still finds the run's split.
+        # Absolute paths too, so an export moved away from its run still finds the run's split; the dataset root
+        # too, so evaluating an export never has to open the checkpoint it was made from.
         "checkpoint": {"file": checkpoint.name, "path": str(Path(checkpoint).resolve()), "sha256": checkpoint_sha256},
         "split_manifest": {"file": manifest.name if manifest else None,
-                           "path": str(Path(manifest).resolve()) if manifest else None, "sha256": manifest_sha256},
+                           "path": str(Path(manifest).resolve()) if manifest else None, "sha256": manifest_sha256,
+                           "dataset_root": str(Path(dataset_root).resolve()) if dataset_root else None},
         "training_metrics": dict(training) if training is not None else None,
         "int8_calibration": dict(calibration) if calibration is not None else None,
         "versions": package_versions(),
     }
+    if weights is not None:  # model.safetensors: the weights, shareable without a pickle
+        meta["weights"] = dict(weights)
     if onnx2tf_options:  # only graphs that need extra onnx2tf options (not the default MobileNetV2) record them
         meta["onnx2tf_options"] = dict(onnx2tf_options)
     return meta
@@ -141,6 +148,7 @@ def embedded_facts(metadata: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("checkpoint", "split_manifest"):
         if isinstance(facts.get(key), dict):
             facts[key].pop("path", None)
+            facts[key].pop("dataset_root", None)
     return facts
 
 

@@ -66,8 +66,10 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
     - a checkpoint (`checkpoint=True`): `datamodule` is its `datamodule_hyper_parameters` (dataset root +
       manifest path), and the run folder's split.csv is looked for beside it;
     - an exported file: `export` is (metadata.json's content, the export folder); the manifest is looked
-      up beside the export and at the path metadata.json recorded, and the dataset root comes from the
-      checkpoint the export names, read with `read_datamodule` (None: not read);
+      up beside the export and at the path metadata.json recorded, and the dataset root is the one
+      metadata.json records (`split_manifest.dataset_root`). Exports made before it was recorded take it from
+      the checkpoint the export names, read with `read_datamodule` (None: not read), which returns None for a
+      checkpoint it will not use (the next candidate is tried);
     - any other file: only the `data_root` / `manifest` given.
 
     `data_root` / `manifest` override what the run recorded (a moved dataset); candidate manifests are
@@ -93,15 +95,19 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
         if recorded.get("path"):
             candidates.append(Path(recorded["path"]))
         ckpt = meta.get("checkpoint") or {}
-        if ckpt.get("file") and read_datamodule is not None:
+        if recorded.get("dataset_root"):  # the export says it itself: no checkpoint is opened
+            dm = {"root": recorded["dataset_root"]}
+        elif ckpt.get("file") and read_datamodule is not None:
             folders = (export_dir.parent, export_dir, export_dir.parent / CHECKPOINT_DIR)
             if ckpt.get("path"):
                 folders = (Path(ckpt["path"]).parent, *folders)
-            found = next((f / ckpt["file"] for f in folders if (f / ckpt["file"]).is_file()), None)
-            if found is not None:
-                dm = read_datamodule(found) or {}
-                if dm.get("manifest"):
-                    candidates.append(Path(dm["manifest"]))
+            for found in dict.fromkeys(f / ckpt["file"] for f in folders):
+                read = read_datamodule(found) if found.is_file() else None
+                if read is not None:
+                    dm = read
+                    break
+            if dm.get("manifest"):
+                candidates.append(Path(dm["manifest"]))
     root = Path(data_root) if data_root else (Path(dm["root"]) if dm.get("root") else None)
     found_manifest = next((p for p in candidates if p.is_file()), None)
     return DataLocation(root, found_manifest, candidates, run_dir, expected_sha)

@@ -5,8 +5,8 @@
 
 The backend comes from the path (`load_backend`). The images come from the run's split manifest,
 found through the model: a checkpoint's `datamodule_hyper_parameters` (dataset root + manifest), or
-an export's metadata.json (manifest file and the checkpoint it was made from, which names the
-dataset root). `--data.root ROOT` overrides the root; with no manifest at all, every image under ROOT
+an export's metadata.json (manifest file and dataset root; exports made before the root was recorded
+name the checkpoint they were made from, which is read only if its sha256 matches, as data only). `--data.root ROOT` overrides the root; with no manifest at all, every image under ROOT
 is evaluated (split "all"). Every image goes through the one preprocessing contract.
 
 Writes into --out: `report.md` (accuracy, per-class precision/recall/F1 with macro and weighted
@@ -59,16 +59,29 @@ class RunDataset:
 # ---------------------------------------------------------------- finding the run's data
 
 
-def _checkpoint_info(path: Path) -> dict[str, Any]:
+def _datamodule_of_export_checkpoint(path: Path, expected_sha256: str | None, warnings: list[str]) -> dict | None:
+    """The data module hyper-parameters of the checkpoint beside an export made before exports recorded their
+    dataset root (None: not used). Read only when it is the checkpoint the export was made from (metadata.json's
+    sha256), and then with `weights_only=True`: a checkpoint holding Python objects is refused, with a warning."""
+    if not expected_sha256 or file_hash(path) != expected_sha256:
+        warnings.append(f"{path} is not the checkpoint this export was made from (its sha256 differs from "
+                        "metadata.json's): not read")
+        return None
     try:  # without torch (the lite install) the run's dataset root must be given: --data.root
-        import torch
+        import torch  # noqa: F401
     except ImportError:
-        return {}
+        return None
+    from lit_garbage.safe_loading import UnsafeFileError, load_torch_file
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return {}
-    return ckpt if isinstance(ckpt, dict) else {}
+        ckpt = load_torch_file(path)
+    except UnsafeFileError as err:
+        warnings.append(f"{err}; not read to find the run's data")
+        return None
+    except Exception:  # noqa: BLE001 - damaged: no dataset root from it
+        return None
+    dm = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+    return dm if isinstance(dm, dict) else None
 
 
 def _folder_manifest(root: Path) -> Manifest:
@@ -85,12 +98,14 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
 
     model_path = Path(model_path)
     warnings: list[str] = []
-    if backend.kind == "torch":
+    if backend.kind == "torch" and model_path.suffix.lower() != ".safetensors":  # a checkpoint
         dm = (getattr(backend, "checkpoint", None) or {}).get("datamodule_hyper_parameters") or {}
         found = find_run_data(model_path, checkpoint=True, datamodule=dm, data_root=data_root, manifest=manifest)
     else:
-        found = find_run_data(model_path, export=locate_metadata(model_path), data_root=data_root, manifest=manifest,
-                              read_datamodule=lambda p: _checkpoint_info(p).get("datamodule_hyper_parameters"))
+        export = locate_metadata(model_path)
+        expected = ((export[0].get("checkpoint") or {}).get("sha256") if export else None)
+        found = find_run_data(model_path, export=export, data_root=data_root, manifest=manifest,
+                              read_datamodule=lambda p: _datamodule_of_export_checkpoint(p, expected, warnings))
     root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
@@ -103,10 +118,11 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
             return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
         looked = ", ".join(map(str, candidates)) or "nowhere: the model names no manifest"
         raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data.root ROOT "
-                        "(a folder of class folders) to evaluate every image in it, or --data.manifest SPLIT.csv")
+                        "(a folder of class folders) to evaluate every image in it, or --data.manifest SPLIT.csv"
+                        + "".join(f"; {w}" for w in warnings))
     if root is None or not root.is_dir():
         raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data.root ROOT "
-                        "(the dataset the run was trained on)")
+                        "(the dataset the run was trained on)" + "".join(f"; {w}" for w in warnings))
     if expected_sha and file_hash(manifest_path) != expected_sha:
         warnings.append(f"{manifest_path} differs from the manifest the export was made with (sha256 mismatch)")
     try:

@@ -25,6 +25,7 @@ from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_classifier
 from lit_garbage.runs import RESULTS_FILE, default_export_dir, run_dir_of
+from lit_garbage.training.checkpoints import save_safetensors
 
 # User-facing format names -> the files they produce (metadata.FORMATS keys).
 FORMAT_FILES = {
@@ -38,6 +39,7 @@ ALL_FORMATS = tuple(FORMAT_FILES)
 REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
             "tfjs": ("saved_model",)}
 MARKER = ".lit-garbage-export"  # identifies a folder this tool may replace
+WEIGHTS_FILE = "model.safetensors"  # every export's weights, shareable without a pickle
 
 
 class ExportError(RuntimeError):
@@ -246,10 +248,10 @@ class Exporter:
             results = {k: results.get(k) for k in ("epochs", "monitor", "best_score", "val_loss", "val_acc",
                                                     "test_loss", "test_acc") if k in results}
         try:
-            manifest_path = self.data.manifest_path
+            manifest_path, dataset_root = self.data.manifest_path, self.data.root
             manifest_sha = file_hash(manifest_path)
         except ExportError:
-            manifest_path = manifest_sha = None
+            manifest_path = manifest_sha = dataset_root = None
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         meta = build_metadata(
             class_names=self.class_names, image_size=self.image_size, normalisation=self.module.normalisation,
@@ -257,7 +259,12 @@ class Exporter:
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
             onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
-            version=self.model_version)
+            version=self.model_version, dataset_root=dataset_root)
+        # The weights without a pickle: safetensors, with what rebuilds the model in its header.
+        weights = save_safetensors(self.module, self.work / WEIGHTS_FILE, embedded_facts(meta))
+        meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": file_hash(weights),
+                           "holds": "the GarbageClassifier's state_dict entries under net.* (float32), and in its "
+                                    "header the hyper-parameters that rebuild it"}
         write_metadata(self.work, meta)
         # Into every model file too, before verification: the files verified are the files shipped.
         from lit_garbage.export.metadata import MetadataError, embed_facts
