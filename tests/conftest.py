@@ -9,8 +9,9 @@ import pytest
 
 from lit_garbage.data.synthetic import generate
 
-# `tiny_export`: one trained + exported model per session, shared by every test that needs model files.
-pytest_plugins = ["tests.fixtures_export"]
+# `tiny_export`: one trained + exported model per session, shared by every test that needs model files;
+# `one_epoch_run`, `keras2_lambda`: real files of this project to forge payloads into (tests/forged_files.py).
+pytest_plugins = ["tests.fixtures_export", "tests.forged_files"]
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("LIT_GARBAGE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
