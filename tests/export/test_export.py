@@ -152,7 +152,8 @@ def test_rerun_replaces_previous_export_and_interruption_keeps_it(exported, tmp_
 
     result = Exporter(exported["ckpt"], out=out, formats=["onnx"], verify=False, log=lambda s: None).run()
     assert result.formats == ["onnx"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "labels.txt", "metadata.json", "model.onnx"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "labels.txt", "metadata.json", "model.onnx",
+                                                            "model.safetensors"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
