@@ -101,5 +101,5 @@ def test_the_import_graph_has_no_cycles():
 def test_the_checker_sees_function_local_imports():
     """The graph includes imports inside functions (the backends' lazy torch-side import, for one)."""
     graph = _graph()
-    assert "lit_garbage.training.module" in graph["lit_garbage.inference.backends"]
+    assert "lit_garbage.training.checkpoints" in graph["lit_garbage.inference.backends"]
     assert "lit_garbage.models.keras_backbone" in graph["lit_garbage.models.network"]

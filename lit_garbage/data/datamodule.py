@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -194,6 +196,13 @@ class GarbageDataModule(pl.LightningDataModule):
         if augment_on == "device" and augment.enabled:
             BatchAugment(augment)  # refuses, up front, the options that need the CPU
         self.save_hyperparameters()
+        # Checkpoints are read as tensors and plain data only (weights_only): a data module built in Python
+        # (not by the CLI, whose hyper-parameters are already its config) keeps its options that way too.
+        for key, value in self.hparams.items():
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
+            elif isinstance(value, os.PathLike):
+                self.hparams[key] = os.fspath(value)
         self.root = Path(root)
         self.manifest_path = manifest
         self.image_size = image_size

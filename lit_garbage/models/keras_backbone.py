@@ -148,7 +148,8 @@ def keras_architecture(path: str | Path) -> list[tuple[str, object]]:
     except ImportError as err:
         raise KerasImportError(f"reading {path} needs the package {err.name!r}") from None
     except Exception as err:  # noqa: BLE001 - OSError, KeyError, JSON and protobuf decode errors
-        raise KerasImportError(f"{path} holds no readable Keras architecture ({type(err).__name__}: "
+        raise KerasImportError(f"{path} holds no readable Keras architecture (corrupted or truncated file?) "
+                               f"({type(err).__name__}: "
                                f"{str(err)[:200]})") from None
 
 
