@@ -138,10 +138,9 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     module.hparams.update(lr=lr, lr_schedule="cosine", warmup_epochs=0.0, backbone_lr_scale=backbone_lr_scale)
     for p in module.parameters():
         p.requires_grad_(True)
-    trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[Int8GridFinetune(freeze_batchnorm)],
-                         **quiet)
     if epochs > 0:
-        trainer.fit(module, datamodule=data)
+        pl.Trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[Int8GridFinetune(freeze_batchnorm)],
+                   **quiet).fit(module, datamodule=data)
     else:
         snap_to_int8_grid_(module.net)
     module.hparams.update(original)  # the checkpoint describes the run's training; the fine-tune is recorded apart
