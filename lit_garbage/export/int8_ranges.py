@@ -25,7 +25,7 @@ LEVELS = 255  # int8 steps across a range
 
 RANGE_CHOICES = ("minmax", "mse", "mse-signed")  # mse-signed: only tensors that take negative values
 # The export default, measured on the two real models (README, "int8").
-DEFAULT_RANGES = "minmax"
+DEFAULT_RANGES = "mse-signed"
 
 
 def _name(tensor) -> str:

@@ -36,6 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
+from lit_garbage.export.int8_ranges import DEFAULT_RANGES
+
 SIGNATURE = "serving_default"
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -288,7 +290,7 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
 
 
 def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray,
-                  ranges: str = "minmax") -> Path:
+                  ranges: str = DEFAULT_RANGES) -> Path:
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
     (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`.
 
