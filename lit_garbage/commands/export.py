@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"formats to export (default: all): {' '.join(ALL_FORMATS)}")
     p.add_argument("--calib-images", type=int, default=100,
                    help="training-split images used to calibrate int8 (default: 100)")
+    from lit_garbage.export.int8_ranges import DEFAULT_RANGES, RANGE_CHOICES
+
+    p.add_argument("--int8-ranges", choices=RANGE_CHOICES, default=DEFAULT_RANGES,
+                   help="int8 activation ranges: minmax (the calibrator's), mse (least squared error, every op "
+                        "output) or mse-signed (only tensors taking negative values); default: "
+                        f"{DEFAULT_RANGES}. For int8 that agrees with float, export an `int8-finetune` checkpoint")
     p.add_argument("--verify-images", type=int, default=64,
                    help="test-split images run through every backend (default: 64)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
@@ -87,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
                             verify_images=args.verify_images, verify=not args.no_verify,
                             data_root=args.data_root, manifest=args.manifest, verbose=args.verbose,
                             model_name=args.model_name, model_version=args.model_version,
-                            tflite_metadata=not args.no_tflite_metadata)
+                            tflite_metadata=not args.no_tflite_metadata, int8_ranges=args.int8_ranges)
         result = exporter.run()
     except (ModelFileError, ExportError, ConversionError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`lit-garbage`: one command, a subcommand per step of a model's life.
 
     lit-garbage fit --config configs/seed.yaml --data.root DATA      # train (LightningCLI)
+    lit-garbage int8-finetune --model RUN/model.ckpt --out X.ckpt   # weights on the int8 grid
     lit-garbage export --model RUN/model.ckpt                       # every format, verified
     lit-garbage evaluate --model RUN/export/model_int8.tflite        # the seed's report
     lit-garbage predict --model RUN/export/model.onnx photos/       # top-k per image
@@ -22,6 +23,8 @@ from typing import Sequence
 # name -> (module with `main(argv)`, one line of help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("lit_garbage.commands.fit", "train a model (LightningCLI: --config, --data.*, --model.*, --trainer.*)"),
+    "int8-finetune": ("lit_garbage.commands.int8_finetune",
+                      "a checkpoint fine-tuned with its weights on TFLite's int8 grid, for a lossless int8 export"),
     "export": ("lit_garbage.commands.export",
                "a checkpoint to ONNX, SavedModel, TFLite (fp32, fp16, int8) and TFJS, each verified against torch"),
     "evaluate": ("lit_garbage.commands.evaluate",

@@ -78,7 +78,8 @@ class Exporter:
                  calib_images: int = 100, verify_images: int = 64, verify: bool = True,
                  data_root: str | Path | None = None, manifest: str | Path | None = None,
                  verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
-                 model_version: str | None = None, tflite_metadata: bool = True) -> None:
+                 model_version: str | None = None, tflite_metadata: bool = True,
+                 int8_ranges: str | None = None) -> None:
         if calib_images < 1:
             raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
         if verify_images < 1:
@@ -96,6 +97,11 @@ class Exporter:
             if not tflite_writer_available():  # found out now, not after minutes of conversion
                 raise ExportError(missing_writer_message())
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
+        from lit_garbage.export.int8_ranges import DEFAULT_RANGES, RANGE_CHOICES
+
+        self.int8_ranges = int8_ranges or DEFAULT_RANGES
+        if self.int8_ranges not in RANGE_CHOICES:
+            raise ExportError(f"--int8-ranges must be one of {', '.join(RANGE_CHOICES)}, got '{self.int8_ranges}'")
         self.data_root, self.manifest = data_root, manifest
         self.verbose, self.log = verbose, log
         self.timings: dict[str, float] = {}
@@ -229,9 +235,10 @@ class Exporter:
 
         calib, records = self._images("train", self.calib_images, self.image_size)
         self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
-                            "manifest": self.data.manifest_path.name}
-        self.log(f"  calibrating int8 on {len(records)} training images")
-        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib.transpose(0, 2, 3, 1))
+                            "manifest": self.data.manifest_path.name, "ranges": self.int8_ranges}
+        self.log(f"  calibrating int8 on {len(records)} training images ({self.int8_ranges} ranges)")
+        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib.transpose(0, 2, 3, 1),
+                      ranges=self.int8_ranges)
 
     def export_tfjs(self) -> None:
         from lit_garbage.export.tfjs import saved_model_to_tfjs

@@ -36,6 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
+from lit_garbage.export.int8_ranges import DEFAULT_RANGES
+
 SIGNATURE = "serving_default"
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -287,13 +289,23 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
     return files
 
 
-def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray) -> Path:
+def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray,
+                  ranges: str = DEFAULT_RANGES) -> Path:
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
-    (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`."""
+    (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`.
+
+    `ranges`: how each activation's int8 range is chosen (`lit_garbage.export.int8_ranges`): `minmax`, the
+    calibrator's min / max (the converter in one step); `mse` / `mse-signed`, the range of least squared error of
+    every op output / of those taking negative values, written between the converter's calibration and its
+    quantisation step."""
     import tensorflow as tf
+
+    from lit_garbage.export import int8_ranges
 
     if len(calibration_nhwc) == 0:
         raise ConversionError("int8 quantisation needs at least one calibration image")
+    if ranges not in int8_ranges.RANGE_CHOICES:
+        raise ConversionError(f"unknown int8 ranges '{ranges}'; choose from {', '.join(int8_ranges.RANGE_CHOICES)}")
 
     def representative_dataset():
         for image in calibration_nhwc:
@@ -306,7 +318,13 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
     try:
-        model = converter.convert()
+        if ranges == "minmax":
+            model = converter.convert()
+        else:
+            converter._experimental_calibrate_only = True
+            calibrated = converter.convert()
+            chosen = int8_ranges.mse_ranges(calibrated, calibration_nhwc, signed_only=ranges == "mse-signed")
+            model = int8_ranges.quantize_calibrated(int8_ranges.with_ranges(calibrated, chosen))
     except Exception as err:  # TF raises ConverterError / RuntimeError with a long log
         raise ConversionError(f"int8 quantisation of {saved_model_dir} failed: {str(err)[:500]}") from err
     tflite_path = Path(tflite_path)
