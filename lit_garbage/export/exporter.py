@@ -21,6 +21,7 @@ import numpy as np
 
 from lit_garbage.artifacts import build_metadata, embedded_facts, write_metadata
 from lit_garbage.data.manifest import file_hash
+from lit_garbage.export.references import INT8_AGREEMENT
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_classifier
@@ -79,7 +80,7 @@ class Exporter:
                  data_root: str | Path | None = None, manifest: str | Path | None = None,
                  verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
                  model_version: str | None = None, tflite_metadata: bool = True,
-                 int8_ranges: str | None = None) -> None:
+                 int8_ranges: str | None = None, int8_agreement: float = INT8_AGREEMENT) -> None:
         if calib_images < 1:
             raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
         if verify_images < 1:
@@ -102,6 +103,7 @@ class Exporter:
         self.int8_ranges = int8_ranges or DEFAULT_RANGES
         if self.int8_ranges not in RANGE_CHOICES:
             raise ExportError(f"--int8-ranges must be one of {', '.join(RANGE_CHOICES)}, got '{self.int8_ranges}'")
+        self.int8_agreement = int8_agreement  # the int8 file's top-1 agreement threshold
         self.data_root, self.manifest = data_root, manifest
         self.verbose, self.log = verbose, log
         self.timings: dict[str, float] = {}
@@ -301,7 +303,7 @@ class Exporter:
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         report = verify_export(self.work, reference, images, files,
                                image_source=f"{split} split of {self.data.manifest_path.name}", log=self.log,
-                               notes=self.metadata_notes())
+                               notes=self.metadata_notes(), int8_agreement=self.int8_agreement)
         report.write(self.work)
         return report
 

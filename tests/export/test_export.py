@@ -22,8 +22,13 @@ from lit_garbage.commands.export import main as export_main
 from lit_garbage.data.manifest import file_hash
 from lit_garbage.export.exporter import MARKER, Exporter, ExportError
 from lit_garbage.export.onnx import OPSET
+from lit_garbage.export.references import (
+    FP16_MAX_ABS_DIFF,
+    FP32_MAX_ABS_DIFF,
+    INT8_AGREEMENT,
+)
 from lit_garbage.export.samples import run_data
-from lit_garbage.export.verify import THRESHOLDS, verify_export
+from lit_garbage.export.verify import verify_export
 from lit_garbage.inference.backends import (
     BackendUnavailableError,
     ModelFileError,
@@ -99,16 +104,19 @@ def test_every_format_meets_its_verification_threshold_including_tfjs_in_node(ex
     for name in ALL_FILES:
         row = _backend_row(verify, name)
         assert row["status"] == "pass", f"{name}: {row['message']}"
-        limits = THRESHOLDS[name]
+        limits = verify["thresholds"][name]
         if "max_abs_diff" in limits:
             assert row["max_abs_diff"] <= limits["max_abs_diff"], name
         if "top1_agreement" in limits:
             assert row["top1_agreement"] >= limits["top1_agreement"], name
         assert row["latency_ms"] > 0
-    # the thresholds themselves are the numbers
-    assert THRESHOLDS["tfjs"] == THRESHOLDS["onnx"] == {"max_abs_diff": 1e-4, "top1_agreement": 1.0}
-    assert THRESHOLDS["tflite_float16"]["max_abs_diff"] == 1e-2
-    assert THRESHOLDS["tflite_int8"]["top1_agreement"] == 0.98
+    # the bounds themselves (lit_garbage.export.references: what each is compared with, and why)
+    assert verify["thresholds"]["tfjs"] == verify["thresholds"]["onnx"] == \
+        {"max_abs_diff": FP32_MAX_ABS_DIFF, "near_tie_margin": 2 * FP32_MAX_ABS_DIFF}
+    assert FP32_MAX_ABS_DIFF == 1e-4
+    assert _backend_row(verify, "tflite_float16")["reference"] == "torch_fp16"
+    assert verify["thresholds"]["tflite_float16"]["max_abs_diff"] == FP16_MAX_ABS_DIFF
+    assert verify["thresholds"]["tflite_int8"]["top1_agreement"] == INT8_AGREEMENT == 0.98
     assert verify["passed"] and exported["result"].passed
     assert "PASS" in (exported["out"] / "verify.md").read_text()
 

@@ -1,0 +1,285 @@
+"""Verification that means something: each file against its own reference, and broken exports caught by name.
+
+One small trained model (pretrained=False, 64 px) is exported once to ONNX + TFLite fp32/fp16 (`sound`); the
+tests then verify corrupted copies of that export with the real runtimes (onnxruntime, LiteRT) and check
+that each fails with a message naming its fault. The fp16 reference, the Conv -> BatchNorm pairing and the
+margin-aware top-1 are checked on their own as well.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from lit_garbage.export import references
+from lit_garbage.export.exporter import Exporter
+from lit_garbage.export.onnx import export_onnx
+from lit_garbage.export.references import (
+    FP16_MAX_ABS_DIFF,
+    FP32_MAX_ABS_DIFF,
+    conv_bn_pairs,
+    fold_batchnorms,
+    fp16_reference,
+)
+from lit_garbage.export.samples import run_data
+from lit_garbage.export.verify import compare, verify_export
+from lit_garbage.inference.backends import TorchBackend, load_backend, load_classifier
+from lit_garbage.models.network import GarbageNet, Probabilities
+from tests.conftest import fit_args
+
+IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory, synthetic_root) -> dict:
+    """A trained tiny model exported to ONNX and TFLite fp32 / fp16, verified; its torch reference and images."""
+    from lit_garbage.training import cli
+
+    base = tmp_path_factory.mktemp("verify-criteria")
+    run = base / "run"
+    # A few epochs at a high rate: a decisive model, so that a fault moves its probabilities clearly.
+    cli.main(fit_args(synthetic_root, run, "--trainer.max_epochs", "3", "--model.lr", "0.005",
+                      "--model.dropout", "0.0", "--data.augment.enabled", "false", "--seed_everything", "1"))
+    ckpt = run / "model.ckpt"
+    out = base / "export"
+    result = Exporter(ckpt, out=out, formats=["onnx", "tflite"], verify_images=24, tflite_metadata=False,
+                      log=lambda s: None).run()
+    module, info = load_classifier(ckpt)
+    data = run_data(info, ckpt)
+    images = data.load(data.pick("test", 24), IMAGE_SIZE)
+    return {"ckpt": ckpt, "out": out, "result": result, "module": module, "images": images,
+            "reference": TorchBackend(ckpt, module=module), "verify": json.loads((out / "verify.json").read_text())}
+
+
+def _copy(sound: dict, tmp_path: Path) -> Path:
+    dst = tmp_path / "export"
+    shutil.copytree(sound["out"], dst, ignore=shutil.ignore_patterns("saved_model"))
+    return dst
+
+
+def _verify(sound: dict, folder: Path, formats=("onnx",)):
+    report = verify_export(folder, sound["reference"], sound["images"], list(formats), image_source="test",
+                           log=lambda s: None)
+    return report, {r.name: r for r in report.results}
+
+
+def _edit_onnx(path: Path, edit) -> None:
+    """Apply `edit(name, array) -> array or None` to every initializer of the ONNX file at `path`."""
+    model = onnx.load(str(path))
+    changed = 0
+    for init in model.graph.initializer:
+        new = edit(init.name, numpy_helper.to_array(init))
+        if new is not None:
+            init.CopyFrom(numpy_helper.from_array(np.asarray(new, dtype=np.float32), init.name))
+            changed += 1
+    assert changed, "the edit found nothing to change"
+    onnx.save(model, str(path))
+
+
+# ------------------------------------------------------------------ the sound export
+
+
+def test_sound_export_passes_and_fp16_is_judged_against_the_fold_and_round_reference(sound):
+    verify = sound["verify"]
+    assert verify["passed"], verify["verdict"]
+    rows = {b["name"]: b for b in verify["backends"]}
+    fp16 = rows["tflite_float16"]
+    assert fp16["reference"] == "torch_fp16" and fp16["status"] == "pass"
+    assert fp16["max_abs_diff"] <= FP16_MAX_ABS_DIFF
+    # the reference explains the file's rounding: it is closer to the fp16 file than plain torch is
+    assert fp16["max_abs_diff"] < fp16["vs_torch"]
+    for name in ("onnx", "tflite_float32"):
+        assert rows[name]["reference"] == "torch" and rows[name]["max_abs_diff"] <= FP32_MAX_ABS_DIFF
+    assert verify["thresholds"]["tflite_float16"]["max_abs_diff"] == FP16_MAX_ABS_DIFF
+    md = (sound["out"] / "verify.md").read_text()
+    assert "## What each file is compared with, and why" in md
+    assert "BatchNorms folded into their convolutions" in md and "torch, BatchNorm folded + fp16-rounded" in md
+
+
+def test_fp16_reference_equals_the_fp16_tflite_file_within_the_bound(sound):
+    graph = Probabilities(sound["module"].net).eval()
+    ref = fp16_reference(graph, sound["images"])
+    assert ref.graph is not None, ref.reason
+    assert ref.fold_check <= references.FOLD_TOLERANCE
+    assert ref.unfolded == ["net.head.bn"]  # after a ReLU, not a convolution
+    tflite = load_backend(sound["out"] / "model_float16.tflite").predict(sound["images"])
+    ours = references.predict(ref.graph, sound["images"])
+    assert np.abs(tflite - ours).max() <= FP16_MAX_ABS_DIFF
+    # every weight of the reference is a float16 value
+    for p in ref.graph.parameters():
+        assert torch.equal(p, p.half().float())
+
+
+# ------------------------------------------------------------------ Conv -> BatchNorm by dataflow
+
+
+class _Branches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # a pair
+        self.b, self.bn_b = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # an in-place ReLU in between: no pair
+        self.c, self.bn_c = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # a copy in between: no pair
+        self.d, self.bn_d1, self.bn_d2 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4)  # one conv, two BNs
+
+    def forward(self, x):
+        a = self.bn_a(self.a(x))
+        b = self.bn_b(torch.relu_(self.b(x)))
+        c = self.bn_c(self.c(x) * 1.0)
+        d = self.d(x)
+        return a + b + c + self.bn_d1(d) + self.bn_d2(d)
+
+
+def _random_stats(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            if m.weight is not None:
+                m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+def test_conv_batchnorm_pairs_follow_the_dataflow_not_the_names():
+    model = _random_stats(_Branches())
+    pairs, left = conv_bn_pairs(model, torch.rand(1, 3, 8, 8))
+    assert pairs == [("a", "bn_a")]
+    assert left == ["bn_b", "bn_c", "bn_d1", "bn_d2"]
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(fold_batchnorms(model, pairs)(x), model(x), atol=1e-5)
+
+
+def test_folding_a_whole_backbone_leaves_the_model_unchanged():
+    torch.manual_seed(0)
+    graph = Probabilities(_random_stats(GarbageNet(4, pretrained=False, dropout=0.0))).eval()
+    x = torch.rand(4, 3, 32, 32)
+    pairs, left = conv_bn_pairs(graph, x[:1])
+    assert len(pairs) == 52 and left == ["net.head.bn"]  # every BatchNorm of MobileNetV2 follows its conv
+    folded = fold_batchnorms(graph, pairs)
+    with torch.no_grad():
+        assert (folded(x) - graph(x)).abs().max() <= references.FOLD_TOLERANCE
+    conv, bn = dict(folded.named_modules())[pairs[0][0]], dict(folded.named_modules())[pairs[0][1]]
+    assert conv.bias is not None and torch.all(bn.running_var == 1) and bn.eps == 0
+
+
+# ------------------------------------------------------------------ margin-aware top-1
+
+
+def test_near_tie_is_reported_and_a_real_flip_fails():
+    crit = references.criteria()["onnx"]
+    reference = np.array([[0.50004, 0.49996, 0.0], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])
+    near_tie = reference.copy()
+    near_tie[0] = [0.49996, 0.50004, 0.0]  # within 1e-4 and top-1 flipped: margin 8e-5 < 2e-4
+    diff, top, broken = compare(crit, reference, near_tie)
+    assert diff <= FP32_MAX_ABS_DIFF and top.disagreements == 1 and top.near_ties == 1 and broken == []
+    flip = reference.copy()
+    flip[1] = [0.05, 0.9, 0.05]  # a clear decision turned
+    diff, top, broken = compare(crit, reference, flip)
+    assert top.hard == 1 and len(broken) == 2
+    assert "top-1 differs on 1 of 3 images" in broken[1] and "not near ties" in broken[1]
+
+
+def test_int8_is_judged_by_top1_agreement_with_its_own_threshold():
+    reference = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]] * 0.8 + 0.2 / 3
+    probs = reference.copy()
+    probs[0] = probs[1]  # one of ten disagrees: 90 %
+    assert compare(references.criteria(0.9)["tflite_int8"], reference, probs)[2] == []
+    (msg,) = compare(references.criteria(0.98)["tflite_int8"], reference, probs)[2]
+    assert msg.startswith("top-1 agreement 90.0 % < 98 %")
+
+
+# ------------------------------------------------------------------ broken exports fail, naming the fault
+
+
+def test_wrong_normalisation_fails_naming_it(sound, tmp_path):
+    folder = _copy(sound, tmp_path)
+    mean = sound["module"].net.mean.numpy()
+    std = sound["module"].net.std.numpy()
+
+    def edit(name, a):
+        if a.shape == mean.shape and np.allclose(a, mean):
+            return np.full_like(a, 0.5)
+        if a.shape == std.shape and np.allclose(a, std):
+            return np.full_like(a, 0.5)
+        return None
+
+    _edit_onnx(folder / "model.onnx", edit)
+    report, rows = _verify(sound, folder)
+    assert not report.passed and rows["onnx"].status == "fail"
+    assert "wrong input normalisation" in rows["onnx"].message
+    assert "mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5), not with the checkpoint's" in rows["onnx"].message and "max abs diff" in rows["onnx"].message
+
+
+def test_swapped_class_order_fails_naming_the_classes(sound, tmp_path):
+    folder = _copy(sound, tmp_path)
+    fc2 = sound["module"].net.head.fc2
+    weight, bias = fc2.weight.detach().numpy(), fc2.bias.detach().numpy()
+    swap = [1, 0, *range(2, fc2.out_features)]  # the first two classes exchanged
+
+    def edit(name, a):
+        for ours, axis in ((bias, 0), (weight, 0), (weight.T, 1)):
+            if a.shape == ours.shape and np.allclose(a, ours):
+                return np.take(a, swap, axis=axis)
+        return None
+
+    _edit_onnx(folder / "model.onnx", edit)
+    _, rows = _verify(sound, folder)
+    names = sound["reference"].class_names
+    assert rows["onnx"].status == "fail"
+    msg = rows["onnx"].message
+    assert "another class order" in msg
+    assert f"output 0 ('{names[0]}') is '{names[1]}'" in msg and f"output 1 ('{names[1]}') is '{names[0]}'" in msg
+
+
+def test_corrupted_weight_tensor_fails_as_a_different_function(sound, tmp_path):
+    folder = _copy(sound, tmp_path)
+    model = onnx.load(str(folder / "model.onnx"))
+    convs = [i for i in model.graph.initializer if len(i.dims) == 4 and i.dims[0] > 16]
+    target = convs[len(convs) // 2].name  # a convolution in the middle of the backbone
+
+    _edit_onnx(folder / "model.onnx", lambda name, a: -a if name == target else None)
+    _, rows = _verify(sound, folder)
+    assert rows["onnx"].status == "fail"
+    msg = rows["onnx"].message
+    assert "max abs diff" in msg and "a weight tensor or an operation differs" in msg
+
+
+def test_corrupted_weight_in_the_fp16_file_fails_against_the_fp16_reference(sound, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder = _copy(sound, tmp_path)
+    path = folder / "model_float16.tflite"
+    interpreter = Interpreter(model_path=str(path))
+    constants = [d for d in interpreter.get_tensor_details()
+                 if d["dtype"] == np.float16 and len(d["shape"]) == 4 and d["shape"][0] > 16]
+    target = constants[len(constants) // 2]  # a float16 convolution kernel in the middle
+    weights = interpreter.get_tensor(target["index"])
+    blob = path.read_bytes()
+    assert blob.count(weights.tobytes()) == 1
+    path.write_bytes(blob.replace(weights.tobytes(), (-weights).tobytes()))
+    _, rows = _verify(sound, folder, ("tflite_float16",))
+    fp16 = rows["tflite_float16"]
+    assert fp16.status == "fail" and fp16.reference == "torch_fp16"
+    assert f"> {FP16_MAX_ABS_DIFF:g}" in fp16.message and "a weight tensor or an operation differs" in fp16.message
+
+
+def test_wrong_image_size_fails_naming_both_sizes(sound, tmp_path):
+    folder = _copy(sound, tmp_path)
+    export_onnx(sound["module"].net, 48, folder / "model.onnx")  # the whole export made at another size
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["image_size"] = 48
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    report, rows = _verify(sound, folder)
+    assert rows["onnx"].status == "error"
+    assert "wrong image size: the file takes 48 x 48 px images, the checkpoint 64 x 64" in rows["onnx"].message
+    assert "wrong image size" in report.verdict()
