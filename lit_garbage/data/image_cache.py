@@ -54,7 +54,8 @@ def cache_key(records: Sequence, image_size: int) -> str:
     """sha256 (first 16 hex digits) over the format version, the image size and every record of the manifest."""
     h = hashlib.sha256(f"lit_garbage image cache v{CACHE_VERSION} size={image_size}\n".encode())
     for r in records:
-        h.update(f"{r.path}\t{r.label}\t{r.split}\t{r.bytes}\t{r.sha256}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 keys the cache by its own bytes
+        h.update(f"{r.path}\t{r.label}\t{r.split}\t{r.bytes}\t{r.sha256}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
