@@ -9,6 +9,17 @@ manifest and readable, or listed in `skipped.csv` (path, reason) beside the mani
 (same sha256) and near duplicates (perceptual hash within `near_duplicate_distance` bits) form groups,
 listed in `duplicates.csv`; the split keeps every group in one split (no test image has a twin in
 train), or `dedupe=True` keeps one image per group.
+
+Links and names. Folders are identified by (st_dev, st_ino), so a folder is scanned once however many
+links (or bind mounts) lead to it: a link to a folder above it (a loop), a link into another class folder
+(its photos would get a second label) or a second way into a folder already scanned becomes a skipped.csv
+row, and a class folder that is the same folder as another class folder is refused. A file link that leads
+to a file the scan reaches directly counts there. File names are kept whatever their bytes: names that are
+not UTF-8 travel through the CSV files as their own bytes (`surrogateescape`) and are shown as \\xNN in
+messages (`images.shown`); class folder names must be text, since they become the model's labels.
+
+A reused manifest is checked against the files (`check_files`): size and mtime first, sha256 when they
+differ; a file whose content changed since the scan is reported by name and left out.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lit_garbage.checks import Rule, positive
 from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
-from lit_garbage.runs import DUPLICATES_FILE, SKIPPED_FILE
+from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
 
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "bytes", "sha256")  # required columns (manifests of older runs have only these)
@@ -87,6 +98,12 @@ class Manifest:
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(r.label for r in self.split(split))
         return {name: c.get(name, 0) for name in self.class_names}
+
+    def without(self, paths) -> Manifest:
+        """The same manifest without the records of `paths` (e.g. files that changed since the scan)."""
+        drop = set(paths)
+        return Manifest(self.class_names, tuple(r for r in self.records if r.path not in drop), self.skipped,
+                        self.duplicates)
 
     def class_weights(self) -> list[float]:
         """Keras/sklearn "balanced" weights from the train split: n_samples / (n_classes * count_c)."""
@@ -600,6 +617,59 @@ def load_or_build_manifest(root: str | Path, path: str | Path | None, fractions=
     if path is not None:
         manifest.write(path)
     return manifest
+
+
+# ------------------------------------------------------------------------------------------ reuse
+
+@dataclass
+class FileCheck:
+    """What `check_files` found: the records checked and, per path, how a file differs from its record."""
+
+    checked: int
+    changed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def too_many(self) -> bool:
+        """More changed files than a run should quietly leave out (the dataset's unreadable-file limit)."""
+        return len(self.changed) > max(5, self.checked // 100)
+
+    def warnings(self, root: Path, manifest_name: str = MANIFEST_FILE) -> list[str]:
+        return [f"{shown(root / path)} changed since the dataset scan ({why}; recorded in {manifest_name}): "
+                "left out" for path, why in self.changed.items()]
+
+    def error(self, root: Path, manifest_name: str = MANIFEST_FILE) -> str:
+        some = ", ".join(shown(p) for p in list(self.changed)[:3])
+        return (f"{len(self.changed)} of {self.checked} images under {shown(root)} changed since the dataset scan "
+                f"(e.g. {some}): the dataset is no longer the one {manifest_name} describes. Restore the files, "
+                "or start a new run directory to re-scan the dataset.")
+
+
+def check_files(root: str | Path, records) -> FileCheck:
+    """Compare each file with its manifest record: size and mtime first, sha256 only when they differ.
+
+    A missing or unreadable file is not listed (the readers report it when they try to open it); a file of
+    another size, or of the same size with other bytes, is. Costs one `stat` per file, plus a hash of the files
+    whose mtime moved (every file, once per reuse, for manifests of older runs, which have no mtime).
+    """
+    root = Path(root)
+    records = list(records)
+    found = FileCheck(len(records))
+    for r in records:
+        path = root / r.path
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_size != r.bytes:
+            found.changed[r.path] = f"{st.st_size} bytes, {r.bytes} when scanned"
+        elif r.sha256 and (r.mtime_ns is None or st.st_mtime_ns != r.mtime_ns):
+            try:
+                digest = sha256_file(path)
+            except OSError:
+                continue
+            if digest != r.sha256:
+                found.changed[r.path] = "same size, other content: its sha256 differs"
+    return found
 
 
 def file_hash(path: str | Path) -> str:

@@ -71,12 +71,21 @@ def run(args, console, errors) -> int:
         if not records:
             errors.print(f"[red]error:[/] the {args.split} split of {data.manifest_path} has no images")
             return 2
+        from lit_garbage.data.manifest import check_files
+
+        check = check_files(data.root, records)  # the images must still be the ones the manifest lists
+        if check.too_many:
+            errors.print(f"[red]error:[/] {escape(check.error(data.root, data.manifest_path.name))}")
+            return 2
+        for message in check.warnings(data.root, data.manifest_path.name):
+            errors.print(f"[yellow]warning:[/] {escape(message)}")
+        records = [r for r in records if r.path not in check.changed]
         files = [data.root / r.path for r in records]
         truth = {f: r.label for f, r in zip(files, records)}
         problems = []
         console.print(f"no images given: the {len(files)} images of the {args.split} split of {data.manifest_path}")
     for prob in problems:
-        errors.print(f"[yellow]skipped[/] {escape(str(prob.path))}: {escape(prob.message)}")
+        errors.print(f"[yellow]skipped[/] {escape(shown(prob.path))}: {escape(prob.message)}")
 
     if args.grid and not args.inputs:
         # The seed's figure: predict only the sampled images.
