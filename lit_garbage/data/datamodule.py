@@ -133,21 +133,55 @@ class EpochShuffleSampler(RandomSampler):
 
     So a run resumed at epoch k sees the same batches as an uninterrupted one. Lightning calls
     `set_epoch` before every epoch; in DDP it swaps this (a RandomSampler) for its DistributedSampler,
-    which is seeded per epoch in the same way.
+    which is seeded per epoch in the same way. `resume_at(epoch, done)`: the next pass is that epoch's
+    order without its first `done` samples (a run stopped mid-epoch continues with the batch it would have
+    trained next).
     """
 
     def __init__(self, data_source, seed: int) -> None:
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_at(self, epoch: int, done: int) -> None:
+        self.epoch, self._skip = epoch, done
+
     def __iter__(self):
         g = torch.Generator()
         g.manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+        skip, self._skip = self._skip, 0
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """The train loader, resumable mid-epoch (Lightning's `state_dict` / `load_state_dict` protocol).
+
+    Its state is (epoch, batches the epoch has trained), read from the trainer when a checkpoint is written;
+    Lightning restores it only when a run restarts inside an epoch (an interrupted run saves one at the next
+    batch boundary, `callbacks.RunCheckpoint`), and the sampler then skips the batches already trained. Exact with
+    `num_workers: 0`, like every resume (the workers' own augmentation streams restart).
+    """
+
+    def __init__(self, *args, trained_batches: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._trained_batches = trained_batches
+
+    def state_dict(self) -> dict:
+        sampler = self.sampler
+        return {"epoch": int(getattr(sampler, "epoch", 0)), "batches": int(self._trained_batches())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state.get("batches"):
+            return
+        if isinstance(self.sampler, EpochShuffleSampler):
+            self.sampler.resume_at(int(state["epoch"]), int(state["batches"]) * int(self.batch_size))
+        else:  # DDP's DistributedSampler: it cannot skip, so the epoch's remaining steps start from its first batch
+            rank_zero_warn(f"resuming inside epoch {state['epoch']} with a distributed sampler: the rest of the epoch "
+                           "starts again from its first batches (the samples differ from an uninterrupted run)")
 
 
 class GarbageDataModule(pl.LightningDataModule):
@@ -307,18 +341,24 @@ class GarbageDataModule(pl.LightningDataModule):
         return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf,
                                cache=None if crops else self.cached_split(split), excluded=self.changed_files)
 
+    def _trained_batches(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
     def _loader(self, split: str, shuffle: bool, on_device: bool = False) -> DataLoader:
         dataset = self.dataset(split, on_device=on_device)
-        return DataLoader(
-            dataset,
+        kwargs = dict(
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.loader_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             # Own generator: creating an iterator (workers' base seed) leaves the global one alone.
             generator=torch.Generator().manual_seed(self.loader_seed),
         )
+        if shuffle:
+            return ResumableLoader(dataset, sampler=EpochShuffleSampler(dataset, self.loader_seed),
+                                   trained_batches=self._trained_batches, **kwargs)
+        return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         on_device = self.augments_on_device()
