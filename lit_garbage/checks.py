@@ -20,6 +20,7 @@ class Rule:
     key: str  # the option as users write it, e.g. "model.lr" or "data.augment.zoom"
     holds: Callable[[Any], bool]
     must: str  # what a value must be, e.g. "must be a positive number"
+    hint: Callable[[Any], str] | None = None  # more about a value that fails, e.g. " (did you mean ...?)"
 
     @property
     def name(self) -> str:
@@ -31,7 +32,13 @@ class Rule:
             ok = bool(self.holds(value))
         except (TypeError, ValueError):  # e.g. a number compared with a string
             ok = False
-        return None if ok else f"{self.key} {self.must}, got {value!r}"
+        if ok:
+            return None
+        try:
+            more = self.hint(value) if self.hint else ""
+        except (TypeError, ValueError):
+            more = ""
+        return f"{self.key} {self.must}, got {value!r}{more}"
 
 
 def problems(rules: Iterable[Rule], value_of: Callable[[str], Any], missing: Any = None) -> list[str]:

@@ -9,6 +9,7 @@
         checkpoints/        best-*.ckpt and last.ckpt
         model.ckpt          the best weights, restored at the end of training
         results.json        final validation / test scores of model.ckpt
+        .lock               held by the one `fit` writing the run (pid, host, start), empty when none is
         image_cache/        decoded images (safe to delete)
         export/             every exported format (`export`), with metadata.json
         eval/               reports (`evaluate`)
@@ -31,6 +32,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_FILE = "model.ckpt"
 RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.csv"
+LOCK_FILE = ".lock"
 EXPORT_DIR = "export"
 EVAL_DIR = "eval"
 IMAGE_CACHE_DIR = "image_cache"
@@ -73,7 +76,9 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
     - any other file: only the `data_root` / `manifest` given.
 
     `data_root` / `manifest` override what the run recorded (a moved dataset); candidate manifests are
-    tried in order and the first existing file wins.
+    tried in order and the first existing file wins. The run's own folder comes before the absolute paths it
+    recorded: a moved or copied run uses its own split.csv and checkpoint, not the ones at its old place (which
+    may by now belong to another run).
     """
     model_path = Path(model_path)
     candidates: list[Path] = [Path(manifest)] if manifest else []
@@ -82,9 +87,11 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
     expected_sha = None
     if checkpoint:
         run_dir = run_dir_of(model_path)
+        candidates += [run_dir / MANIFEST_FILE]
+        if model_path.parent != run_dir:
+            candidates.append(model_path.parent / MANIFEST_FILE)
         if dm.get("manifest"):
             candidates.append(Path(dm["manifest"]))
-        candidates += [model_path.parent / MANIFEST_FILE, model_path.parent.parent / MANIFEST_FILE]
     elif export is not None:
         meta, export_dir = export
         run_dir = export_dir.parent
@@ -100,7 +107,7 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
         elif ckpt.get("file") and read_datamodule is not None:
             folders = (export_dir.parent, export_dir, export_dir.parent / CHECKPOINT_DIR)
             if ckpt.get("path"):
-                folders = (Path(ckpt["path"]).parent, *folders)
+                folders = (*folders, Path(ckpt["path"]).parent)
             for found in dict.fromkeys(f / ckpt["file"] for f in folders):
                 read = read_datamodule(found) if found.is_file() else None
                 if read is not None:

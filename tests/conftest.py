@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,27 @@ def fit_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
         "--run_dir", str(run_dir),
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(one_epoch_run) -> Path:
+    """One finished 1-epoch run of the real CLI (model.ckpt, checkpoints/, split.csv, image_cache/), trained once per
+    test run: the same run as `one_epoch_run` (tests/forged_files.py). Never changed: tests use `run_copy`."""
+    return one_epoch_run
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of `tiny_run` under another path, image cache included (tests may forge, delete or resume
+    it)."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+@pytest.fixture
+def data_copy(synthetic_root, tmp_path) -> Path:
+    """A private copy of the synthetic dataset (tests may add links, odd names, replaced files)."""
+    dst = tmp_path / "data"
+    shutil.copytree(synthetic_root, dst, symlinks=True)
+    return dst

@@ -4,8 +4,10 @@
     lit-garbage fit --config configs/seed.yaml --print_config     # the fully resolved config
     lit-garbage fit --help                                        # every option
 
-Exit status: 0 trained; 1 the dataset cannot be used (the message says why, no traceback); 2 a bad option
-or config value (jsonargparse's and the config checks' messages).
+Exit status: 0 trained; 1 the dataset cannot be used (the message says why, no traceback), or a run file
+cannot be written; 2 a bad option or config value (jsonargparse's and the config checks' messages), or the
+run directory is in use by another process; 130 / 143 stopped by Ctrl-C / SIGTERM (a checkpoint of the
+interrupted state is saved once training has started: `--run_dir RUN --resume true` continues it).
 """
 
 from __future__ import annotations

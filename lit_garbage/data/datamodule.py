@@ -11,17 +11,20 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_garbage.checks import Rule, enforce, integer, one_of, optional
 from lit_garbage.data.batch_augment import BatchAugment, device_augment_blockers
 from lit_garbage.data.image_cache import CachedSplit, ImageCache, resolve_cache_dir
-from lit_garbage.data.images import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, load_rgb
+from lit_garbage.data.images import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, load_rgb, shown
 from lit_garbage.data.manifest import (
     SPLIT_RULE,
     SPLITS,
+    DatasetError,
     Manifest,
     Record,
+    check_files,
     check_fractions,
     load_or_build_manifest,
 )
@@ -61,10 +64,14 @@ class ManifestDataset(Dataset):
 
     With `cache` (a `CachedSplit` of these records), record i comes from the decoded-image cache as a uint8
     CHW tensor already at the model's size; records the cache could not decode are read from the file.
+
+    `excluded` (path -> reason): records never read, e.g. files whose content changed since the scan
+    (`manifest.check_files`); like unreadable files, another image of the same class takes their place.
     """
 
     def __init__(self, root: str | Path, records: Sequence[Record], class_names: Sequence[str],
-                 transform: Callable, max_unreadable: int | None = None, cache: CachedSplit | None = None) -> None:
+                 transform: Callable, max_unreadable: int | None = None, cache: CachedSplit | None = None,
+                 excluded: dict[str, str] | None = None) -> None:
         if cache is not None and len(cache) != len(records):
             raise ValueError(f"image cache holds {len(cache)} images for {len(records)} records")
         self.cache = cache
@@ -74,6 +81,7 @@ class ManifestDataset(Dataset):
         self.transform = transform
         self.max_unreadable = max(5, len(self.records) // 100) if max_unreadable is None else max_unreadable
         self.unreadable: dict[str, str] = {}  # path -> reason, per process (each worker has its own)
+        self.excluded = dict(excluded or {})
         self._by_label: dict[str, list[int]] = {}
         for i, r in enumerate(self.records):
             self._by_label.setdefault(r.label, []).append(i)
@@ -83,7 +91,7 @@ class ManifestDataset(Dataset):
 
     def _load(self, i: int):
         r = self.records[i]
-        if r.path in self.unreadable:
+        if r.path in self.unreadable or r.path in self.excluded:
             return None
         if self.cache is not None:
             cached = self.cache.get(i)
@@ -93,7 +101,7 @@ class ManifestDataset(Dataset):
             return load_rgb(self.root / r.path)
         except Exception as err:  # noqa: BLE001 - any decoder failure of one file must not end the epoch
             self.unreadable[r.path] = f"{type(err).__name__}: {err}"
-            warnings.warn(f"cannot read {self.root / r.path} any more ({err}); it was readable when the "
+            warnings.warn(f"cannot read {shown(self.root / r.path)} any more ({err}); it was readable when the "
                           "dataset was scanned. Using another image of the same class in its place. "
                           "Restore the file, or start a new run to re-scan the dataset.", stacklevel=2)
             if len(self.unreadable) > self.max_unreadable:
@@ -125,21 +133,55 @@ class EpochShuffleSampler(RandomSampler):
 
     So a run resumed at epoch k sees the same batches as an uninterrupted one. Lightning calls
     `set_epoch` before every epoch; in DDP it swaps this (a RandomSampler) for its DistributedSampler,
-    which is seeded per epoch in the same way.
+    which is seeded per epoch in the same way. `resume_at(epoch, done)`: the next pass is that epoch's
+    order without its first `done` samples (a run stopped mid-epoch continues with the batch it would have
+    trained next).
     """
 
     def __init__(self, data_source, seed: int) -> None:
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_at(self, epoch: int, done: int) -> None:
+        self.epoch, self._skip = epoch, done
+
     def __iter__(self):
         g = torch.Generator()
         g.manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+        skip, self._skip = self._skip, 0
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """The train loader, resumable mid-epoch (Lightning's `state_dict` / `load_state_dict` protocol).
+
+    Its state is (epoch, batches the epoch has trained), read from the trainer when a checkpoint is written;
+    Lightning restores it only when a run restarts inside an epoch (an interrupted run saves one at the next
+    batch boundary, `callbacks.RunCheckpoint`), and the sampler then skips the batches already trained. Exact with
+    `num_workers: 0`, like every resume (the workers' own augmentation streams restart).
+    """
+
+    def __init__(self, *args, trained_batches: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._trained_batches = trained_batches
+
+    def state_dict(self) -> dict:
+        sampler = self.sampler
+        return {"epoch": int(getattr(sampler, "epoch", 0)), "batches": int(self._trained_batches())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state.get("batches"):
+            return
+        if isinstance(self.sampler, EpochShuffleSampler):
+            self.sampler.resume_at(int(state["epoch"]), int(state["batches"]) * int(self.batch_size))
+        else:  # DDP's DistributedSampler: it cannot skip, so the epoch's remaining steps start from its first batch
+            rank_zero_warn(f"resuming inside epoch {state['epoch']} with a distributed sampler: the rest of the epoch "
+                           "starts again from its first batches (the samples differ from an uninterrupted run)")
 
 
 class GarbageDataModule(pl.LightningDataModule):
@@ -219,11 +261,24 @@ class GarbageDataModule(pl.LightningDataModule):
         self.augment_on = augment_on
         self.batch_augment: BatchAugment | None = None  # set by train_dataloader() when augmenting on the device
         self._cached_splits: dict[str, CachedSplit | None] = {}
+        self.changed_files: dict[str, str] = {}  # path -> how it differs from the reused manifest
 
     @functools.cached_property
     def manifest(self) -> Manifest:
-        return load_or_build_manifest(self.root, self.manifest_path, self.split, self.split_seed, dedupe=self.dedupe,
-                                      near_duplicate_distance=self.near_duplicate_distance, verbose=True)
+        """The split manifest: built by the scan, or reused; a reused one is checked against the files first."""
+        reused = self.manifest_path is not None and Path(self.manifest_path).is_file()
+        manifest = load_or_build_manifest(self.root, self.manifest_path, self.split, self.split_seed,
+                                          dedupe=self.dedupe, near_duplicate_distance=self.near_duplicate_distance,
+                                          verbose=True)
+        if reused:
+            name = Path(self.manifest_path).name
+            check = check_files(self.root, manifest.records)
+            if check.too_many:
+                raise DatasetError(check.error(self.root, name))
+            for message in check.warnings(self.root, name):
+                rank_zero_warn(f"{message}: another image of the same class is read in its place", stacklevel=2)
+            self.changed_files = check.changed
+        return manifest
 
     @property
     def class_names(self) -> list[str]:
@@ -284,20 +339,26 @@ class GarbageDataModule(pl.LightningDataModule):
         # would give a blurrier crop, so that transform reads the files.
         crops = augment and self.augment.enabled and getattr(self.augment, "crop_scale", None) is not None
         return ManifestDataset(self.root, self.manifest.split(split), self.class_names, tf,
-                               cache=None if crops else self.cached_split(split))
+                               cache=None if crops else self.cached_split(split), excluded=self.changed_files)
+
+    def _trained_batches(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
 
     def _loader(self, split: str, shuffle: bool, on_device: bool = False) -> DataLoader:
         dataset = self.dataset(split, on_device=on_device)
-        return DataLoader(
-            dataset,
+        kwargs = dict(
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.loader_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             # Own generator: creating an iterator (workers' base seed) leaves the global one alone.
             generator=torch.Generator().manual_seed(self.loader_seed),
         )
+        if shuffle:
+            return ResumableLoader(dataset, sampler=EpochShuffleSampler(dataset, self.loader_seed),
+                                   trained_batches=self._trained_batches, **kwargs)
+        return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         on_device = self.augments_on_device()

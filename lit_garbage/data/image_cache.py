@@ -9,8 +9,9 @@ Layout (one folder per manifest content + image size, so a changed manifest or s
 
     <cache dir>/images-<size>px-<key>/
         train.npy    uint8 [N, 3, size, size], row i = record i of the split, in manifest order
-        train.json   the index: format version, key, size, count, per image ok (decoded) and the file's
-                     (bytes, mtime_ns) when it was decoded; written last, so its presence means complete
+        train.json   the index: format version, key, size, count, per image ok (decoded), the file's
+                     (bytes, mtime_ns) when it was decoded and the CRC-32 of its cached row; written last, so
+                     its presence means complete
         val.npy, val.json, test.npy, test.json
 
 `<key>` is a sha256 over the cache format version, the image size and the manifest's records (path, class,
@@ -26,6 +27,11 @@ and train tensors are identical for the same random state (tests/data/test_image
 
 Images that cannot be decoded when the cache is built, or whose file changed (size or mtime) since, are marked
 not-ok and read from the file as before (with the dataset's unreadable-file fallback).
+
+The cache is checked, never trusted: opening a split reads the .npy header without mapping it (uint8, shape
+[N, 3, size, size], C order, the file size that implies) and every row served is checked against its CRC-32
+(about 30 us per 224 px row). A damaged file (truncated, overwritten, another shape, not pixels) is rebuilt,
+and a row that fails its checksum is read from the image file; either way a warning names the file.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lit_garbage.data.manifest import file_mode
 from lit_garbage.runs import IMAGE_CACHE_DIR
 
 CACHE_VERSION = 2  # 2: the contract's resize is PIL's (images.resize_rgb), no longer torch's
@@ -54,7 +62,8 @@ def cache_key(records: Sequence, image_size: int) -> str:
     """sha256 (first 16 hex digits) over the format version, the image size and every record of the manifest."""
     h = hashlib.sha256(f"lit_garbage image cache v{CACHE_VERSION} size={image_size}\n".encode())
     for r in records:
-        h.update(f"{r.path}\t{r.label}\t{r.split}\t{r.bytes}\t{r.sha256}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 keys the cache by its own bytes
+        h.update(f"{r.path}\t{r.label}\t{r.split}\t{r.bytes}\t{r.sha256}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -93,19 +102,50 @@ class _Decode(torch.utils.data.Dataset):
             return i, None, stat
 
 
+def _row_crc(row: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(row).data)
+
+
+def npy_problem(path: Path, count: int, image_size: int) -> str | None:
+    """Why the .npy file at `path` is not `count` uint8 images of 3 x size x size (None: it is), header only."""
+    shape = (count, 3, image_size, image_size)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            got_shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError, EOFError) as err:
+        return f"not a readable .npy file: {err}"
+    if dtype != np.uint8 or fortran or tuple(got_shape) != shape:
+        return (f"holds {dtype} {'Fortran' if fortran else 'C'}-order {tuple(got_shape)}, expected uint8 C-order "
+                f"{shape}")
+    expected = offset + int(np.prod(shape))
+    if size != expected:
+        return f"{size} bytes, expected {expected} (truncated or padded)"
+    return None
+
+
 @dataclass
 class CachedSplit:
     """One split's cached pixels: `get(i)` is record i as a uint8 CHW tensor, or None (read the file instead).
 
-    Picklable for DataLoader workers: the memory map is opened lazily, once per process.
+    Every row is checked against its CRC-32 from the index: a row that does not match is never served (a warning
+    names the file; the index is removed, so the next run rebuilds the split). Picklable for DataLoader workers:
+    the memory map is opened lazily, once per process.
     """
 
     array_path: str
     ok: np.ndarray  # bool [N]
     image_size: int
+    crc: np.ndarray | None = None  # uint32 [N]: CRC-32 of each row as built
+    index_path: str | None = None  # removed when a row is found damaged
 
     def __post_init__(self) -> None:
         self._array = None
+        self._warned = False
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -120,7 +160,18 @@ class CachedSplit:
             return None
         if self._array is None:
             self._array = np.load(self.array_path, mmap_mode="r")
-        return torch.from_numpy(np.array(self._array[i]))  # a private copy: the map is read-only
+        row = np.array(self._array[i])  # a private copy: the map is read-only
+        if self.crc is not None and _row_crc(row) != int(self.crc[i]):
+            self.ok[i] = False
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"decoded-image cache {self.array_path}: row {i} does not match its checksum (the file "
+                              "was changed after it was built); reading the image files instead, and the cache will "
+                              "be rebuilt on the next run", stacklevel=2)
+            if self.index_path:
+                Path(self.index_path).unlink(missing_ok=True)
+            return None
+        return torch.from_numpy(row)
 
 
 class ImageCache:
@@ -136,15 +187,24 @@ class ImageCache:
     def paths(self, split: str) -> tuple[Path, Path]:
         return self.dir / f"{split}.npy", self.dir / f"{split}.json"
 
-    def _index(self, split: str, count: int) -> dict | None:
+    def _index(self, split: str, count: int, check: bool = False) -> dict | None:
+        """The split's index when the cache is complete and sound; None: build it. `check`: also the .npy
+        header and size (a warning names a damaged file)."""
         array, index = self.paths(split)
         try:
             meta = json.loads(index.read_text())
         except (OSError, ValueError):
             return None
-        if (meta.get("version") != CACHE_VERSION or meta.get("key") != self.key or meta.get("count") != count
-                or meta.get("image_size") != self.image_size or not array.is_file()):
+        if (not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION or meta.get("key") != self.key
+                or meta.get("count") != count or meta.get("image_size") != self.image_size or not array.is_file()):
             return None
+        if any(not isinstance(meta.get(k), list) or len(meta[k]) != count for k in ("ok", "stat", "crc32")):
+            return None  # an index of an older build (no checksums) or a damaged one: rebuild
+        if check:
+            problem = npy_problem(array, count, self.image_size)
+            if problem:
+                warnings.warn(f"decoded-image cache {array} is damaged ({problem}); rebuilding it", stacklevel=3)
+                return None
         return meta
 
     def is_complete(self, split: str) -> bool:
@@ -153,7 +213,7 @@ class ImageCache:
     def split(self, split: str, workers: int = 0) -> CachedSplit:
         """The cached split, built first when missing or incomplete."""
         paths = [r.path for r in self.records if r.split == split]
-        meta = self._index(split, len(paths))
+        meta = self._index(split, len(paths), check=True)
         if meta is None:
             meta = self.build(split, paths, workers)
         ok = np.array(meta["ok"], dtype=bool)
@@ -161,13 +221,15 @@ class ImageCache:
         for i, (path, stat) in enumerate(zip(paths, meta["stat"])):
             if ok[i] and tuple(stat) != _file_stat(self.root / path):
                 ok[i] = False
-        return CachedSplit(str(self.paths(split)[0]), ok, self.image_size)
+        array, index = self.paths(split)
+        return CachedSplit(str(array), ok, self.image_size, np.array(meta["crc32"], dtype=np.uint32), str(index))
 
     def build(self, split: str, paths: list[str], workers: int = 0) -> dict:
         array_path, index_path = self.paths(split)
         self.dir.mkdir(parents=True, exist_ok=True)
         n, s = len(paths), self.image_size
         ok = [False] * n
+        crc = [0] * n
         stat: list[tuple[int, int]] = [(-1, -1)] * n
         fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npy.tmp", dir=self.dir)
         os.close(fd)
@@ -179,18 +241,21 @@ class ImageCache:
                 stat[i] = st
                 if image is not None:
                     store[i] = image.numpy()
+                    crc[i] = _row_crc(store[i])
                     ok[i] = True
             store.flush()
             del store
+            os.chmod(tmp, file_mode())  # mkstemp's 0600 would keep a shared run's cache from its other users
             os.replace(tmp, array_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         meta = {"version": CACHE_VERSION, "key": self.key, "image_size": s, "count": n, "split": split,
-                "root": str(self.root), "ok": ok, "stat": stat}
+                "root": str(self.root), "ok": ok, "stat": stat, "crc32": crc}
         fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".json.tmp", dir=self.dir)
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, index_path)
         return meta
 

@@ -32,6 +32,15 @@ MAX_DECODE_SIDE = 2048
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
+def shown(name: str | Path) -> str:
+    """A file name as text for messages and reports: bytes that are not UTF-8 appear as \\xNN.
+
+    Python keeps such bytes of a file name as lone surrogates (PEP 383), which open() accepts but a UTF-8
+    terminal or file refuses: `caf\\udce9.jpg` is shown as `caf\\xe9.jpg`.
+    """
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode an image file as 8-bit RGB: EXIF orientation applied, alpha composited on white,
     16-bit samples scaled (65535 -> 255), CMYK / palette / greyscale converted, huge images reduced.

@@ -9,6 +9,17 @@ manifest and readable, or listed in `skipped.csv` (path, reason) beside the mani
 (same sha256) and near duplicates (perceptual hash within `near_duplicate_distance` bits) form groups,
 listed in `duplicates.csv`; the split keeps every group in one split (no test image has a twin in
 train), or `dedupe=True` keeps one image per group.
+
+Links and names. Folders are identified by (st_dev, st_ino), so a folder is scanned once however many
+links (or bind mounts) lead to it: a link to a folder above it (a loop), a link into another class folder
+(its photos would get a second label) or a second way into a folder already scanned becomes a skipped.csv
+row, and a class folder that is the same folder as another class folder is refused. A file link that leads
+to a file the scan reaches directly counts there. File names are kept whatever their bytes: names that are
+not UTF-8 travel through the CSV files as their own bytes (`surrogateescape`) and are shown as \\xNN in
+messages (`images.shown`); class folder names must be text, since they become the model's labels.
+
+A reused manifest is checked against the files (`check_files`): size and mtime first, sha256 when they
+differ; a file whose content changed since the scan is reported by name and left out.
 """
 
 from __future__ import annotations
@@ -17,23 +28,25 @@ import csv
 import hashlib
 import math
 import os
+import stat
 import sys
 import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lit_garbage.checks import Rule, positive
-from lit_garbage.data.images import IMAGE_EXTENSIONS
-from lit_garbage.runs import DUPLICATES_FILE, SKIPPED_FILE
+from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
+from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
 
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "bytes", "sha256")  # required columns (manifests of older runs have only these)
-EXTRA_FIELDS = ("phash", "group")  # perceptual hash (hex) and duplicate-group id ("" when unique)
+# perceptual hash (hex), duplicate-group id ("" when unique), the file's mtime (ns) when it was scanned
+EXTRA_FIELDS = ("phash", "group", "mtime_ns")
 # Files the OS or a file manager leaves in folders: ignored silently (everything else is reported).
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 MIN_SIDE = 8  # smaller images (e.g. 1x1 tracking pixels) carry nothing to learn and are skipped
@@ -52,6 +65,7 @@ class Record:
     sha256: str
     phash: str = ""  # 64-bit perceptual hash (imagehash.phash), hex
     group: str = ""  # duplicate group id (see duplicates.csv); "" for an image without twins
+    mtime_ns: int | None = None  # the file's modification time when scanned (None: manifests of older runs)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,12 @@ class Manifest:
         c = Counter(r.label for r in self.split(split))
         return {name: c.get(name, 0) for name in self.class_names}
 
+    def without(self, paths) -> Manifest:
+        """The same manifest without the records of `paths` (e.g. files that changed since the scan)."""
+        drop = set(paths)
+        return Manifest(self.class_names, tuple(r for r in self.records if r.path not in drop), self.skipped,
+                        self.duplicates)
+
     def class_weights(self) -> list[float]:
         """Keras/sklearn "balanced" weights from the train split: n_samples / (n_classes * count_c)."""
         from sklearn.utils.class_weight import compute_class_weight
@@ -97,7 +117,8 @@ class Manifest:
         """Write the manifest and, beside it, skipped.csv and duplicates.csv (always, even if empty)."""
         path = Path(path)
         _write_csv_atomic(path, FIELDS + EXTRA_FIELDS,
-                          [[r.path, r.label, r.split, r.bytes, r.sha256, r.phash, r.group] for r in self.records])
+                          [[r.path, r.label, r.split, r.bytes, r.sha256, r.phash, r.group,
+                            "" if r.mtime_ns is None else r.mtime_ns] for r in self.records])
         _write_csv_atomic(path.parent / SKIPPED_FILE, ("path", "reason"),
                           [[s.path, s.reason] for s in self.skipped])
         _write_csv_atomic(path.parent / DUPLICATES_FILE, ("group", "kind", "path", "label", "split"),
@@ -105,26 +126,52 @@ class Manifest:
 
     @classmethod
     def read(cls, path: str | Path, class_names: list[str] | None = None) -> Manifest:
+        """Read a manifest; a row whose path leaves the dataset root (absolute, or with '..') is refused."""
         path = Path(path)
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ())[:len(FIELDS)] != FIELDS:
                 raise DatasetError(f"{path} is not a split manifest (expected columns {', '.join(FIELDS)})")
-            records = tuple(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
-                                   r.get("phash") or "", r.get("group") or "") for r in reader)
+            records = []
+            for line, r in enumerate(reader, start=2):
+                if not inside_root(r["path"]):
+                    raise DatasetError(
+                        f"{shown(path)} line {line}: the path {shown(r['path'])!r} is not inside the dataset root "
+                        "(a split manifest lists paths relative to the root, without '..'); it would read a file "
+                        "outside the dataset. Fix the line, or start a new run directory to re-scan the dataset.")
+                mtime = r.get("mtime_ns") or ""
+                records.append(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
+                                      r.get("phash") or "", r.get("group") or "",
+                                      int(mtime) if mtime.isdigit() else None))
+        records = tuple(records)
         names = tuple(class_names or sorted({r.label for r in records}))
         return cls(names, records)
 
 
+def inside_root(rel: str) -> bool:
+    """Whether a manifest path names a file inside the dataset root: relative, no '..', no NUL byte."""
+    pure = PurePosixPath(rel)
+    return bool(rel) and "\0" not in rel and not pure.is_absolute() and ".." not in pure.parts
+
+
+def file_mode() -> int:
+    """The permissions a new file gets here (0o666 less the umask): mkstemp's 0600 would keep a run private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_csv_atomic(path: Path, header, rows) -> None:
-    # Atomic: other processes (DDP ranks, a later resume) never see a half-written file.
+    # Atomic: other processes (DDP ranks, a later resume) never see a half-written file. File names are
+    # written as their own bytes (surrogateescape), so a name that is not UTF-8 reads back as the same file.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,22 +189,34 @@ def _visible(entry: Path) -> bool:
     return not entry.name.startswith(".") and entry.name.lower() not in IGNORED_FILES
 
 
+def _folder_key(path: Path) -> tuple[int, int]:
+    """A folder's identity whatever the way to it (links, bind mounts): (device, inode)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
 def find_class_folders(root: str | Path) -> list[str]:
     """Sorted class folder names of an ImageFolder root, or a DatasetError saying how to fix the layout."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(
-            f"dataset root {root} does not exist or is not a folder. Point --data.root at a folder "
+            f"dataset root {shown(root)} does not exist or is not a folder. Point --data.root at a folder "
             "with one sub-folder per class (e.g. the Kaggle 'Garbage Classification v2' folder), or "
             "generate the small demo set with `python -m lit_garbage.data.synthetic data/synthetic`."
         )
     entries = sorted(e for e in root.iterdir() if _visible(e))
     classes = [e.name for e in entries if e.is_dir()]
     loose = [e.name for e in entries if e.is_file()]
+    not_text = [shown(c) for c in classes if shown(c) != c]
+    if not_text:
+        raise DatasetError(
+            f"class folder name(s) under {shown(root)} are not UTF-8 text: {', '.join(not_text)} (shown with \\xNN "
+            "for the bytes that are not). Class names become the model's labels (labels.txt, metadata.json, the "
+            "browser demo): rename the folder(s).")
     if not classes:
-        hint = (f" It holds {len(loose)} file(s) directly ({', '.join(loose[:3])}...): put each class's "
+        hint = (f" It holds {len(loose)} file(s) directly ({', '.join(map(shown, loose[:3]))}...): put each class's "
                 "images into a sub-folder named after the class.") if loose else " It is empty."
-        raise DatasetError(f"dataset root {root} has no class sub-folders.{hint}")
+        raise DatasetError(f"dataset root {shown(root)} has no class sub-folders.{hint}")
     if len(classes) == 1:
         inner = root / classes[0]
         sub = sorted(e.name for e in inner.iterdir() if e.is_dir() and _visible(e))
@@ -167,27 +226,126 @@ def find_class_folders(root: str | Path) -> list[str]:
                 f"folders seem to be one level deeper. Use --data.root {inner}")
         raise DatasetError(f"{root} holds 1 class folder ({classes[0]}); a classifier needs at least 2 "
                            "(one sub-folder per class)")
+    _refuse_aliased_class_folders(root, classes)
     return classes
 
 
+def _refuse_aliased_class_folders(root: Path, classes: list[str]) -> None:
+    """Two class names for one folder (a link, a bind mount) would give every photo in it two labels."""
+    root_key = _folder_key(root)
+    owner: dict[tuple[int, int], str] = {}
+    for name in classes:
+        key = _folder_key(root / name)
+        link = " (a link)" if (root / name).is_symlink() else ""
+        if key == root_key:
+            raise DatasetError(f"class folder '{name}'{link} under {root} is the dataset root itself: scanning it "
+                               "would loop. Remove the link.")
+        if key in owner:
+            first = owner[key]
+            alias, real = (first, name) if (root / first).is_symlink() and not (root / name).is_symlink() else (name, first)
+            raise DatasetError(
+                f"class folders '{alias}' and '{real}' under {root} are the same folder ('{alias}' is a link or mount "
+                f"of it): its photos would get two class names. Remove '{alias}', or make it a folder of its own images.")
+        owner[key] = name
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    label: str
+    key: tuple[int, int] | None  # the file's (device, inode); None if it cannot be read
+    link: bool  # reached through a symbolic link
+
+
 def _list_candidates(root: Path, class_names: list[str]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
-    """Every file under the class folders (recursively, as ImageFolder does), in ImageFolder's order."""
+    """Every file under the class folders (recursively, as ImageFolder does), in ImageFolder's order.
+
+    Folder links are followed once (see the module docstring): loops, links into another class folder and
+    second ways into a folder already scanned become skipped rows, never a second copy of its images.
+    """
     candidates, skipped = [], []
     for e in sorted(root.iterdir()):
         if e.is_file() and _visible(e):
             skipped.append(Skipped(e.name, "not inside a class folder (ignored)"))
+    root_key = _folder_key(root)
+    class_of = {_folder_key(root / name): name for name in class_names}  # all of them before any walk
+    scanned: dict[tuple[int, int], str] = {}  # folder -> the path it was scanned under
+    folders: list[tuple[Path, str, list[os.DirEntry]]] = []
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    def walk(folder: Path, name: str, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            skipped.append(Skipped(rel(folder), f"cannot list folder: {err.strerror or err}"))
+            return
+        files = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                files.append(entry)
+                continue
+            try:
+                key = _folder_key(path)
+            except OSError as err:
+                skipped.append(Skipped(rel(path), f"cannot open folder: {err.strerror or err}"))
+                continue
+            if key in ancestors or key == root_key:
+                skipped.append(Skipped(rel(path), "folder link loop (leads to a folder above it); not followed"))
+            elif key in class_of and class_of[key] != name:
+                skipped.append(Skipped(rel(path), f"link to the class folder '{class_of[key]}'; its images count "
+                                                  "there, not a second time under this class"))
+            elif key in scanned:
+                skipped.append(Skipped(rel(path), f"the same folder as '{scanned[key]}', already scanned; not "
+                                                  "scanned twice"))
+            else:
+                scanned[key] = rel(path)
+                walk(path, name, ancestors | {key})
+        folders.append((folder, name, files))
+
     for name in class_names:
-        for folder, _, files in sorted(os.walk(root / name, followlinks=True)):
-            for fname in sorted(files):
-                path = Path(folder, fname)
-                if not _visible(path):
-                    continue
-                rel = path.relative_to(root).as_posix()
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    skipped.append(Skipped(rel, f"not an image file type ({path.suffix or 'no extension'}); "
-                                                f"read: {' '.join(IMAGE_EXTENSIONS)}"))
-                else:
-                    candidates.append((path, name))
+        top = root / name
+        key = _folder_key(top)
+        scanned[key] = name
+        walk(top, name, frozenset({key}))
+    # ImageFolder's order: folders by path, files by name (as sorted(os.walk(...)) gave it).
+    found: list[_Entry] = []
+    for folder, name, files in sorted(folders, key=lambda f: (class_names.index(f[1]), str(f[0]))):
+        for entry in files:
+            path = Path(entry.path)
+            if not _visible(path):
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(Skipped(rel(path), f"not an image file type ({path.suffix or 'no extension'}); "
+                                                  f"read: {' '.join(IMAGE_EXTENSIONS)}"))
+                continue
+            try:
+                st = entry.stat()  # follows links
+            except OSError:
+                found.append(_Entry(path, name, None, True))  # a broken link: the probe reports it
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                        or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
+                skipped.append(Skipped(rel(path), f"not a regular file ({kind}); not read"))
+                continue
+            found.append(_Entry(path, name, (st.st_dev, st.st_ino), entry.is_symlink()))
+    # A file link to a file the scan also reaches directly: the file counts where it is, once.
+    direct = {e.key: e for e in found if not e.link and e.key is not None}
+    for e in found:
+        target = direct.get(e.key) if e.link else None
+        if target is not None:
+            skipped.append(Skipped(rel(e.path), f"link to '{rel(target.path)}', which counts there; not a second "
+                                                "time"))
+        else:
+            candidates.append((e.path, e.label))
     return candidates, skipped
 
 
@@ -200,6 +358,7 @@ class _Probe:
     phash: str = ""
     pixels: int = 0
     reason: str = ""  # why the file is skipped; "" when readable
+    mtime_ns: int | None = None
 
 
 def probe_image(path: Path) -> _Probe:
@@ -209,9 +368,10 @@ def probe_image(path: Path) -> _Probe:
     from lit_garbage.data.images import load_rgb
 
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as err:
         return _Probe(0, reason=f"cannot read file: {err.strerror or err}")
+    size = st.st_size
     if size == 0:
         return _Probe(0, reason="empty file (0 bytes)")
     try:
@@ -230,7 +390,7 @@ def probe_image(path: Path) -> _Probe:
         msg = str(err) or type(err).__name__
         kind = "truncated" if "truncated" in msg.lower() else "corrupt"
         return _Probe(size, reason=f"{kind} image: {msg}")
-    return _Probe(size, digest, phash, w * h)
+    return _Probe(size, digest, phash, w * h, mtime_ns=st.st_mtime_ns)
 
 
 def _probe_all(paths: list[Path], workers: int | None = None) -> list[_Probe]:
@@ -371,7 +531,7 @@ def scan_image_folder(root: str | Path, workers: int | None = None
         )
     unreadable = [name for name in class_names if usable[name] == 0]
     if unreadable:
-        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
+        reasons = "; ".join(f"{shown(s.path)}: {s.reason}" for s in skipped[:5])
         raise DatasetError(f"class folder(s) with no readable image under {root}: {', '.join(unreadable)} "
                            f"(e.g. {reasons}). Replace the files or remove the folder(s).")
     return class_names, readable, skipped
@@ -415,7 +575,7 @@ def build_manifest(root: str | Path, fractions=(0.7, 0.15, 0.15), seed: int = 42
         if group:
             duplicates.append(Duplicate(group, kind, rel, label, "dropped" if i in dropped else split_of[i]))
         if i not in dropped:
-            records.append(Record(rel, label, split_of[i], pr.bytes, pr.sha256, pr.phash, group))
+            records.append(Record(rel, label, split_of[i], pr.bytes, pr.sha256, pr.phash, group, pr.mtime_ns))
     duplicates.sort(key=lambda d: (d.group, d.path))
     manifest = Manifest(tuple(class_names), tuple(records), tuple(skipped), tuple(duplicates))
     if verbose:
@@ -457,6 +617,59 @@ def load_or_build_manifest(root: str | Path, path: str | Path | None, fractions=
     if path is not None:
         manifest.write(path)
     return manifest
+
+
+# ------------------------------------------------------------------------------------------ reuse
+
+@dataclass
+class FileCheck:
+    """What `check_files` found: the records checked and, per path, how a file differs from its record."""
+
+    checked: int
+    changed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def too_many(self) -> bool:
+        """More changed files than a run should quietly leave out (the dataset's unreadable-file limit)."""
+        return len(self.changed) > max(5, self.checked // 100)
+
+    def warnings(self, root: Path, manifest_name: str = MANIFEST_FILE) -> list[str]:
+        return [f"{shown(root / path)} changed since the dataset scan ({why}; recorded in {manifest_name}): "
+                "left out" for path, why in self.changed.items()]
+
+    def error(self, root: Path, manifest_name: str = MANIFEST_FILE) -> str:
+        some = ", ".join(shown(p) for p in list(self.changed)[:3])
+        return (f"{len(self.changed)} of {self.checked} images under {shown(root)} changed since the dataset scan "
+                f"(e.g. {some}): the dataset is no longer the one {manifest_name} describes. Restore the files, "
+                "or start a new run directory to re-scan the dataset.")
+
+
+def check_files(root: str | Path, records) -> FileCheck:
+    """Compare each file with its manifest record: size and mtime first, sha256 only when they differ.
+
+    A missing or unreadable file is not listed (the readers report it when they try to open it); a file of
+    another size, or of the same size with other bytes, is. Costs one `stat` per file, plus a hash of the files
+    whose mtime moved (every file, once per reuse, for manifests of older runs, which have no mtime).
+    """
+    root = Path(root)
+    records = list(records)
+    found = FileCheck(len(records))
+    for r in records:
+        path = root / r.path
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_size != r.bytes:
+            found.changed[r.path] = f"{st.st_size} bytes, {r.bytes} when scanned"
+        elif r.sha256 and (r.mtime_ns is None or st.st_mtime_ns != r.mtime_ns):
+            try:
+                digest = sha256_file(path)
+            except OSError:
+                continue
+            if digest != r.sha256:
+                found.changed[r.path] = "same size, other content: its sha256 differs"
+    return found
 
 
 def file_hash(path: str | Path) -> str:

@@ -14,6 +14,10 @@ averages as in SPEC.md, side by side with the seed's numbers), `metrics.json`, a
 `confusion_<split>.png` (counts + row-normalised), `worst_<split>.png` (the most confidently wrong
 images) and `predictions_<split>.csv`. Metrics come from scikit-learn.
 
+A file whose content changed since the scan (size, or sha256 when the size or mtime differs from split.csv) is
+never evaluated as the photo the manifest lists: a warning names it and it is left out (the report lists it
+under Skipped); when more than 1 % of a split (at least 5 files) changed, the evaluation is refused.
+
 Exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data cannot be used.
 """
 
@@ -27,10 +31,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lit_garbage.data.images import shown
 from lit_garbage.data.manifest import (
     DatasetError,
     Manifest,
     Record,
+    check_files,
     file_hash,
     scan_image_folder,
 )
@@ -289,12 +295,21 @@ def evaluate(model: str | Path, splits: Sequence[str] = ("test",), data_root: st
             raise DataError(f"the {split} split of {data.source} has no images "
                             f"(splits present: {', '.join(sorted({r.split for r in data.manifest.records}))})")
         records = [r for r in records if r.label in index]
-        paths = [data.root / r.path for r in records]
         skipped: list[dict[str, str]] = []
+        if data.manifest_path is not None:  # the images must still be the ones the manifest lists
+            check = check_files(data.root, records)
+            if check.too_many:
+                raise DataError(check.error(data.root, data.manifest_path.name))
+            for path, message in zip(check.changed, check.warnings(data.root, data.manifest_path.name)):
+                console.print(f"[yellow]warning:[/] {escape(message)}")
+                skipped.append({"path": shown(data.root / path), "error": "changed since the dataset scan: "
+                                + check.changed[path]})
+            records = [r for r in records if r.path not in check.changed]
+        paths = [data.root / r.path for r in records]
 
         def report(e) -> None:
-            skipped.append({"path": str(e.path), "error": e.message})
-            console.print(f"[yellow]skipped[/] {escape(str(e.path))}: {escape(e.message)}")
+            skipped.append({"path": shown(e.path), "error": e.message})
+            console.print(f"[yellow]skipped[/] {escape(shown(e.path))}: {escape(e.message)}")
 
         idx, probs, _ = predict_files(backend, paths, batch_size, on_error=report,
                                       description=f"{split}: {backend.kind} {backend.path.name}", console=console)
@@ -332,19 +347,19 @@ def write_outputs(out: Path, backend, model: Path, data: RunDataset, results: li
         conf = r.probs.max(axis=1)
         wrong = np.flatnonzero(r.y_pred != r.y_true)
         wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:worst]
-        m["worst"] = [{"path": str(r.paths[i]), "true": r.class_names[r.y_true[i]],
+        m["worst"] = [{"path": shown(r.paths[i]), "true": r.class_names[r.y_true[i]],
                        "predicted": r.class_names[r.y_pred[i]], "confidence": float(conf[i])} for i in wrong]
         if len(wrong):
             panels = [Panel(load_rgb(r.paths[i]), r.class_names[r.y_pred[i]], float(conf[i]),
-                            r.class_names[r.y_true[i]], r.paths[i].name) for i in wrong]
+                            r.class_names[r.y_true[i]], shown(r.paths[i].name)) for i in wrong]
             files.append(save_grid(panels, out / f"worst_{r.split}.png",
                                    title=f"most confident mistakes, {r.split} split ({len(wrong)} of {r.n - int((r.y_pred == r.y_true).sum())})"))
         pred_csv = out / f"predictions_{r.split}.csv"
-        with pred_csv.open("w", newline="") as f:
+        with pred_csv.open("w", newline="", encoding="utf-8", errors="backslashreplace") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "true", "predicted", "confidence", "correct"])
             for p, t, y, c in zip(r.paths, r.y_true, r.y_pred, conf):
-                writer.writerow([str(p), r.class_names[t], r.class_names[y], f"{c:.6f}", int(t == y)])
+                writer.writerow([shown(p), r.class_names[t], r.class_names[y], f"{c:.6f}", int(t == y)])
         files.append(pred_csv)
     summary = {
         "model": str(model), "kind": backend.kind, "class_names": backend.class_names,
@@ -354,7 +369,8 @@ def write_outputs(out: Path, backend, model: Path, data: RunDataset, results: li
         "seed_reference": seed_reference.SOURCE, "splits": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(full_markdown(backend, model, data, metrics))
+    (out / "report.md").write_text(full_markdown(backend, model, data, metrics), encoding="utf-8",
+                                   errors="backslashreplace")
     return [out / "report.md", out / "metrics.json", *files]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,8 @@ class Exporter:
                  data_root: str | Path | None = None, manifest: str | Path | None = None,
                  verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
                  model_version: str | None = None, tflite_metadata: bool = True,
-                 int8_ranges: str | None = None, int8_agreement: float = INT8_AGREEMENT) -> None:
+                 int8_ranges: str | None = None, int8_agreement: float = INT8_AGREEMENT,
+                 warn: Callable[[str], None] | None = None) -> None:
         if calib_images < 1:
             raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
         if verify_images < 1:
@@ -106,6 +108,7 @@ class Exporter:
         self.int8_agreement = int8_agreement  # the int8 file's top-1 agreement threshold
         self.data_root, self.manifest = data_root, manifest
         self.verbose, self.log = verbose, log
+        self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         self.timings: dict[str, float] = {}
         self.embedded: list = []  # lit_garbage.export.metadata.Embedded, one per model file
         self.work: Path | None = None
@@ -190,6 +193,8 @@ class Exporter:
                 self._data = run_data(self.checkpoint, self.ckpt, self.data_root, self.manifest)
             except SampleError as err:
                 raise ExportError(str(err)) from None
+            for message in self._data.changed:  # never calibrated or verified on
+                self.warn(message)
         return self._data
 
     def _images(self, split: str, count: int, size: int) -> tuple[np.ndarray, list]:

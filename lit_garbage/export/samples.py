@@ -1,19 +1,21 @@
 """Real images from a run's own split manifest: int8 calibration (train split) and verification (test split).
 
-Images go through the project's one preprocessing contract (`images.load_rgb` + `images.model_input`).
+Images go through the project's one preprocessing contract (`images.load_rgb` + `images.model_input`). A file
+whose content changed since the scan (`manifest.check_files`) is left out, named in `RunData.changed`; more than
+1 % of the manifest (at least 5 files) changed refuses the export (SampleError).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from lit_garbage.data.images import load_rgb, model_input
-from lit_garbage.data.manifest import Manifest, Record
+from lit_garbage.data.images import load_rgb, model_input, shown
+from lit_garbage.data.manifest import DatasetError, Manifest, Record, check_files
 from lit_garbage.runs import find_run_data
 
 
@@ -25,7 +27,8 @@ class SampleError(RuntimeError):
 class RunData:
     root: Path
     manifest_path: Path
-    manifest: Manifest
+    manifest: Manifest  # without the changed files
+    changed: list[str] = field(default_factory=list)  # warnings: files changed since the scan, left out
 
     def pick(self, split: str, count: int) -> list[Record]:
         """Up to `count` records of a split, spread evenly over the classes, deterministic."""
@@ -48,7 +51,7 @@ class RunData:
             try:
                 out[i] = model_input(load_rgb(path), image_size)
             except OSError as err:
-                raise SampleError(f"cannot read {path} (listed in {self.manifest_path}): {err}") from None
+                raise SampleError(f"cannot read {shown(path)} (listed in {self.manifest_path}): {err}") from None
         return out
 
 
@@ -68,4 +71,11 @@ def run_data(checkpoint: Mapping[str, Any], ckpt_path: Path, data_root: str | Pa
     if not str(root) or not root.is_dir():
         raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data.root PATH "
                           "(the dataset the run was trained on)")
-    return RunData(root, found.manifest, Manifest.read(found.manifest))
+    try:
+        manifest = Manifest.read(found.manifest)
+    except DatasetError as err:
+        raise SampleError(str(err)) from None
+    check = check_files(root, manifest.records)
+    if check.too_many:
+        raise SampleError(check.error(root, found.manifest.name))
+    return RunData(root, found.manifest, manifest.without(check.changed), check.warnings(root, found.manifest.name))

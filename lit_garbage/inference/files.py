@@ -49,7 +49,8 @@ def collect_images(inputs: Iterable[str | Path]) -> Collected:
         elif path.is_file():
             candidates = [path]
         else:
-            out.problems.append(LoadError(path, "no such file or folder"))
+            out.problems.append(LoadError(path, "not a regular file (a FIFO, device or socket)" if path.exists()
+                                          else "no such file or folder"))
             continue
         for p in candidates:
             key = p.resolve()

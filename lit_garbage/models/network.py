@@ -6,6 +6,7 @@ the backbone's own mean/std normalisation is part of the graph, as in the seed's
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,22 @@ KERAS_MEAN = (0.5, 0.5, 0.5)
 KERAS_STD = (0.5, 0.5, 0.5)
 KERAS_WEIGHTS_PREFIX = "keras:"
 
+def is_timm_model(name) -> bool:
+    """A model timm can build: a registered architecture (a pretrained tag like `.ra_in1k` allowed), or a name with
+    a source prefix timm resolves itself (`hf-hub:org/model`, `local-dir:PATH`)."""
+    return isinstance(name, str) and (":" in name or timm.is_model(name))
+
+
+def timm_suggestions(name) -> str:
+    """' (did you mean a, b?)' for a name that is not a timm model, from timm's own list."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3, cutoff=0.75)
+    return f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models())"
+
+
 NET_RULES = (
+    Rule("model.backbone", is_timm_model, "must be a timm model name", hint=timm_suggestions),
     Rule("model.bn_momentum", optional(probability),
          "must be in [0, 1] (torch convention: the weight of the new batch) or null"),
     Rule("model.mean", optional(rgb_triple), "must be 3 numbers (RGB) or null"),
@@ -97,6 +113,7 @@ class GarbageNet(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        enforce(NET_RULES, backbone=backbone)
         self.keras_compat = resolve_keras_compat(keras_compat, weights)
         self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights,
                                         keras_compat=self.keras_compat)
@@ -204,10 +221,10 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
                       "keras_compat changes both, so their outputs shift slightly", stacklevel=2)
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **extra)
-    except RuntimeError as err:
-        raise _offline_error(name, err) from err
-    except OSError as err:  # huggingface_hub / urllib network failures
-        raise _offline_error(name, err) from err
+    except (RuntimeError, OSError) as err:  # huggingface_hub / urllib network failures (OSError), timm's own
+        if pretrained and not str(err).startswith("Unknown model"):
+            raise _offline_error(name, err) from err
+        raise
 
 
 def _offline_error(name: str, err: Exception) -> RuntimeError:

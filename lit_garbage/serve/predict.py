@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lit_garbage.data.images import shown
 from lit_garbage.inference.files import (
     LoadError,
     collect_images,
@@ -68,12 +71,21 @@ def run(args, console, errors) -> int:
         if not records:
             errors.print(f"[red]error:[/] the {args.split} split of {data.manifest_path} has no images")
             return 2
+        from lit_garbage.data.manifest import check_files
+
+        check = check_files(data.root, records)  # the images must still be the ones the manifest lists
+        if check.too_many:
+            errors.print(f"[red]error:[/] {escape(check.error(data.root, data.manifest_path.name))}")
+            return 2
+        for message in check.warnings(data.root, data.manifest_path.name):
+            errors.print(f"[yellow]warning:[/] {escape(message)}")
+        records = [r for r in records if r.path not in check.changed]
         files = [data.root / r.path for r in records]
         truth = {f: r.label for f, r in zip(files, records)}
         problems = []
         console.print(f"no images given: the {len(files)} images of the {args.split} split of {data.manifest_path}")
     for prob in problems:
-        errors.print(f"[yellow]skipped[/] {escape(str(prob.path))}: {escape(prob.message)}")
+        errors.print(f"[yellow]skipped[/] {escape(shown(prob.path))}: {escape(prob.message)}")
 
     if args.grid and not args.inputs:
         # The seed's figure: predict only the sampled images.
@@ -87,7 +99,7 @@ def run(args, console, errors) -> int:
         def report(e: LoadError) -> None:
             if e.path not in load_errors:
                 load_errors[e.path] = e.message
-                errors.print(f"[yellow]skipped[/] {escape(str(e.path))}: {escape(e.message)}")
+                errors.print(f"[yellow]skipped[/] {escape(shown(e.path))}: {escape(e.message)}")
 
         idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
                                       description=f"{backend.kind} {backend.path.name}", console=errors)
@@ -113,7 +125,7 @@ def run(args, console, errors) -> int:
             if truth:
                 table.add_column("true")
             for e in entries:
-                cells = [escape(_short_path(e["path"])) + (f"\n[dim]{e['note']}[/]" if "note" in e else "")]
+                cells = [escape(shown(_short_path(e["path"]))) + (f"\n[dim]{e['note']}[/]" if "note" in e else "")]
                 cells += [f"{escape(t['label'])} [dim]{100 * t['confidence']:.1f} %[/]" for t in e["top_k"]]
                 if truth:
                     ok = e["true"] == e["top_k"][0]["label"]
@@ -127,13 +139,18 @@ def run(args, console, errors) -> int:
 
     errors_out = [{"path": str(p), "error": m} for p, m in load_errors.items()]
     errors_out += [{"path": str(p.path), "error": p.message} for p in problems]
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"models": results, "errors": errors_out}, indent=2) + "\n")
-        console.print(f"wrote {args.json}")
-    if args.csv:
-        _write_csv(args.csv, results, errors_out, args.top_k)
-        console.print(f"wrote {args.csv}")
+    try:
+        if args.json:  # file names that are not UTF-8 stay exact as JSON \udcXX escapes (Python reads them back)
+            _write_atomic(args.json, lambda f: f.write(json.dumps({"models": results, "errors": errors_out},
+                                                                  indent=2) + "\n"))
+            console.print(f"wrote {shown(args.json)}")
+        if args.csv:
+            _write_csv(args.csv, results, errors_out, args.top_k)
+            console.print(f"wrote {shown(args.csv)}")
+    except OSError as err:
+        errors.print(f"[red]error:[/] cannot write {escape(shown(err.filename or args.csv or args.json))}: "
+                     f"{escape(err.strerror or str(err))} (nothing was written there)")
+        return 2
     if args.grid and predicted_any:
         backend, idx, probs, tops = per_model[0]
         chosen = _sample(list(range(len(idx))), args.grid_size, args.seed)
@@ -141,8 +158,8 @@ def run(args, console, errors) -> int:
         from lit_garbage.evaluation.figures import Panel, save_grid
 
         panels = [Panel(load_rgb(files[idx[j]]), tops[j][0][0], tops[j][0][1], truth.get(files[idx[j]]),
-                        files[idx[j]].name) for j in chosen]
-        save_grid(panels, args.grid, title=f"{backend.kind}: {backend.path.name}")
+                        shown(files[idx[j]].name)) for j in chosen]
+        save_grid(panels, args.grid, title=f"{backend.kind}: {shown(backend.path.name)}")
         console.print(f"wrote {args.grid} ({len(panels)} images, seed {args.seed})")
 
     skipped = len(load_errors) + len(problems)
@@ -188,22 +205,41 @@ def _print_agreement(per_model, files, console) -> None:
     console.print(table)
 
 
-def _write_csv(path: Path, results: dict, errors_out: list, k: int) -> None:
+def _write_atomic(path: Path, write) -> None:
+    """`write(file)` into a temporary file beside `path`, renamed into place when complete: an error or an
+    interrupt leaves the previous file (or none), never half of one. UTF-8; names that are not shown as \\xNN."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_csv(path: Path, results: dict, errors_out: list, k: int) -> None:
     header = ["model", "kind", "path"]
     for r in range(1, k + 1):
         header += [f"label_{r}", f"confidence_{r}"]
     header += ["true", "error"]
-    with path.open("w", newline="") as f:
+
+    def write(f) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         for model, res in results.items():
             for e in res["predictions"]:
-                row = [model, res["kind"], e["path"]]
+                row = [shown(model), res["kind"], shown(e["path"])]
                 tops = e["top_k"] + [{"label": "", "confidence": ""}] * (k - len(e["top_k"]))
                 for t in tops[:k]:
                     row += [t["label"], f"{t['confidence']:.6f}" if t["confidence"] != "" else ""]
                 writer.writerow(row + [e.get("true", ""), ""])
         for e in errors_out:
-            writer.writerow(["", "", e["path"]] + [""] * (2 * k) + ["", e["error"]])
+            writer.writerow(["", "", shown(e["path"])] + [""] * (2 * k) + ["", e["error"]])
+
+    _write_atomic(path, write)
 

@@ -1,11 +1,15 @@
 """Training callbacks: partial fine-tuning, Keras-style restore of the best weights, exact resume, checkpoint paths
-kept inside the run; atomic checkpoint files."""
+kept inside the run, checkpoints of a run directory (last.ckpt every epoch and on SIGTERM / Ctrl-C, paths that follow a
+moved run); atomic checkpoint files."""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
+import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -14,6 +18,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_garbage.checks import Rule, enforce, integer, optional
 from lit_garbage.models.network import frozen_batchnorms_to_inference, weighted_layers
@@ -173,6 +180,142 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, for a run directory that must always be resumable.
+
+    - `last.ckpt` after every epoch (Lightning writes it only when the epoch saved a new best, so after an epoch
+      that does not improve, `--resume` would repeat it);
+    - on SIGTERM (a scheduler's pre-emption) and the first Ctrl-C (`StopOnSignal`), Lightning stops at the next
+      batch boundary; this saves that state as `last.ckpt`, so `--resume` continues with the next batch;
+    - restored from a run directory that was moved or copied, the paths of its checkpoints (best score, best and
+      k-th best file, last.ckpt) are remapped into the new folder instead of dropped, so the best score is kept and
+      no `last-v1.ckpt` appears beside a stale `last.ckpt`.
+
+    Its state is stored under ModelCheckpoint's key, so runs made before keep their checkpoint state on resume.
+    """
+
+    @property
+    def state_key(self) -> str:
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__):]
+
+    def _last_due(self, trainer: pl.Trainer) -> bool:
+        return bool(self.save_last) and not self._should_skip_saving_checkpoint(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer) and self._last_due(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        # The same test as the parent's: saving last here when the parent saves at the epoch's end would make it
+        # skip that epoch's top-k save.
+        if not self._should_save_on_train_epoch_end(trainer) and self._last_due(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # SIGTERMException is raised at a batch boundary: the state is whole. Any other exception may come from the
+        # middle of a step (a second Ctrl-C, a crash): the last epoch's last.ckpt stays what --resume reads.
+        if (isinstance(exception, SIGTERMException) and self.save_last and trainer.state.fn == TrainerFn.FITTING
+                and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            rank_zero_info(f"saved the interrupted state (epoch {trainer.current_epoch}, step {trainer.global_step}) "
+                           f"to {self.last_model_path}")
+            return
+        super().on_exception(trainer, pl_module, exception)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and os.path.realpath(old) != os.path.realpath(new):
+            state_dict = moved_checkpoint_state(state_dict, old, new)
+            rank_zero_warn(f"the run directory moved: checkpoint paths under {old} now point into {new}")
+            # Now restored in full, as for the same folder: what does not lie inside it (a path elsewhere, or one
+            # that leaves it with '..') is dropped, as ConfineCheckpointPaths does for a run that did not move.
+            confine_checkpoint_state(state_dict, new)
+        super().load_state_dict(state_dict)
+
+
+def moved_checkpoint_state(state: dict, old: str, new: str) -> dict:
+    """ModelCheckpoint state with every path under `old` moved to the same place under `new` (others unchanged)."""
+    def remap(path):
+        if not path:
+            return path
+        try:
+            return os.path.join(new, os.path.relpath(path, old)) if Path(path).is_relative_to(old) else path
+        except (TypeError, ValueError):
+            return path
+
+    out = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in out:
+            out[key] = remap(out[key])
+    if isinstance(out.get("best_k_models"), dict):
+        out["best_k_models"] = {remap(k): v for k, v in out["best_k_models"].items()}
+    out["dirpath"] = new
+    return out
+
+
+class StopOnSignal(pl.Callback):
+    """Ctrl-C (SIGINT) while fitting stops the run the way SIGTERM does: at the next batch boundary, through
+    Lightning's own signal flag (`trainer.received_sigterm`; in DDP rank 0 broadcasts it, so every rank stops at
+    the same batch), with `RunCheckpoint` saving that state. A second Ctrl-C stops at once (Lightning's
+    KeyboardInterrupt path, no new checkpoint). `received` names the signal that stopped the run, or the
+    KeyboardInterrupt, for the command's exit status (130 / 143).
+    """
+
+    received: str | None = None
+
+    def __init__(self) -> None:
+        self._previous = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return  # SIGINT ignored (a background job) or handled by the caller: leave it alone
+        self._previous = signal.default_int_handler
+
+        def first_ctrl_c(signum, frame) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next one interrupts at once
+            StopOnSignal.received = "SIGINT"
+            trainer._signal_connector.received_sigterm = True
+            print("\ninterrupted (Ctrl-C): stopping after this batch and saving a checkpoint; press Ctrl-C again to "
+                  "stop at once", file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def _restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if isinstance(exception, KeyboardInterrupt):
+            StopOnSignal.received = StopOnSignal.received or "SIGINT"
+        elif isinstance(exception, SIGTERMException) and StopOnSignal.received is None:
+            StopOnSignal.received = "SIGTERM"
+
+
+def os_error_in(err: BaseException | None) -> OSError | None:
+    """The OSError (with an errno) that `err` is or was raised from, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, quota, file size limit, read-only folder); names the file."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file in the same folder, flushed, then renamed into place.
 
@@ -194,8 +337,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            cause = os_error_in(err)
+            if cause is not None and not isinstance(err, CheckpointWriteError):
+                raise CheckpointWriteError(cause.errno, cause.strerror or str(cause), str(path)) from err
             raise
 
 

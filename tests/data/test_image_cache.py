@@ -111,16 +111,26 @@ def test_cache_is_rebuilt_when_the_manifest_or_size_changes(root, tmp_path):
     assert x.shape == (3, SIZE + 8, SIZE + 8)
 
 
-def test_changed_or_broken_file_is_read_from_disk(root, tmp_path):
+def test_a_file_changed_after_the_scan_is_neither_cached_nor_read(root, tmp_path):
+    """The cache marks the file stale (size, mtime), and the data module does not read its new content either:
+    split.csv no longer describes it (its label may be wrong). Another image of its class takes its place, and a
+    warning names the file."""
+    import warnings
+
     manifest = tmp_path / "split.csv"
     dm = _dm(root, manifest)
     dm.prepare_data()
     rec = dm.manifest.split("val")[0]
     Image.new("RGB", (50, 50), (255, 0, 0)).save(root / rec.path)  # replaced after the cache was built
-    ds = _dm(root, manifest).dataset("val")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = _dm(root, manifest).dataset("val")
+    assert any(rec.path in str(w.message) and "changed since the dataset scan" in str(w.message) for w in caught)
     assert not ds.cache.ok[0] and ds.cache.ok[1:].all()
     x, _ = ds[0]
-    assert x[0].min() > 0.9 and x[1:].max() < 0.1  # the new file's (JPEG-encoded red) pixels
+    assert not (x[0].min() > 0.9 and x[1:].max() < 0.1), "the replaced file's new (red) pixels were used"
+    other = next(j for j, r in enumerate(ds.records) if j > 0 and r.label == rec.label)
+    torch.testing.assert_close(x, ds[other][0])
 
 
 def test_interrupted_build_leaves_no_index(root, tmp_path, monkeypatch):

@@ -58,15 +58,25 @@ def test_nested_folders_inside_a_class_belong_to_that_class(tmp_path):
     assert sum(r.path.startswith("a/bottles/") and r.label == "a" for r in manifest.records) == 6
 
 
-def test_failure_after_scan_removes_the_run_directory_it_created(tmp_path, synthetic_root):
-    # The dataset is fine and gets scanned (split.csv written), then the trainer cannot be built.
+def test_failure_after_scan_removes_the_run_directory_it_created(tmp_path, synthetic_root, monkeypatch):
+    # The dataset is fine and gets scanned (split.csv written), then the model cannot be built (a bad backbone
+    # name is refused before the scan, so the build itself fails here).
+    from lit_garbage.models import network
+
+    scanned = []
+
+    def cannot_build(*args, **kwargs):
+        scanned.append((run_dir / "split.csv").is_file())
+        raise RuntimeError("the backbone cannot be built")
+
+    monkeypatch.setattr(network, "create_backbone", cannot_build)
     run_dir = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="no_such_backbone"):
-        main(fit_args(synthetic_root, run_dir, "--model.backbone", "no_such_backbone"))
-    assert not run_dir.exists()
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        main(fit_args(synthetic_root, run_dir))
+    assert scanned == [True] and not run_dir.exists()
     # An existing directory (the user's) is never removed.
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
-    with pytest.raises(RuntimeError, match="no_such_backbone"):
-        main(fit_args(synthetic_root, run_dir, "--model.backbone", "no_such_backbone"))
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        main(fit_args(synthetic_root, run_dir))
     assert (run_dir / "notes.txt").exists()
