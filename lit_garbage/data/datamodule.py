@@ -36,12 +36,16 @@ from lit_garbage.data.transforms import (
 )
 
 AUGMENT_ON = ("auto", "cpu", "device")  # data.augment_on: where the train-time augmentation runs
+CLASS_WEIGHT = ("balanced", "none")  # data.class_weight: the loss's class weights (Keras class_weight)
+SAMPLERS = ("shuffle", "balanced")  # data.sampler: how the training images are drawn each epoch
 DATA_RULES = (
     Rule("data.root", lambda v: isinstance(v, str) and v.strip() != "", "must be the dataset folder"),
     Rule("data.image_size", lambda v: integer(v) and v >= MIN_IMAGE_SIZE, f"must be an integer >= {MIN_IMAGE_SIZE}"),
     Rule("data.batch_size", lambda v: integer(v) and v >= 1, "must be >= 1"),
     Rule("data.num_workers", lambda v: integer(v) and v >= 0, "must be >= 0"),
     Rule("data.augment_on", one_of(*AUGMENT_ON), f"must be one of {', '.join(AUGMENT_ON)}"),
+    Rule("data.class_weight", one_of(*CLASS_WEIGHT), f"must be one of {', '.join(CLASS_WEIGHT)}"),
+    Rule("data.sampler", one_of(*SAMPLERS), f"must be one of {', '.join(SAMPLERS)}"),
     SPLIT_RULE,
     Rule("data.near_duplicate_distance", optional(lambda v: integer(v) and 0 <= v <= 32),
          "must be in [0, 32] (bits of a 64-bit perceptual hash) or null"),
@@ -184,6 +188,23 @@ class ResumableLoader(DataLoader):
                            "starts again from its first batches (the samples differ from an uninterrupted run)")
 
 
+class ClassBalancedSampler(EpochShuffleSampler):
+    """As many draws per epoch as there are images, each class equally likely (with replacement within a
+    class); like `EpochShuffleSampler`, the draws depend only on (seed, epoch)."""
+
+    def __init__(self, data_source, labels: Sequence[str], seed: int) -> None:
+        super().__init__(data_source, seed)
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        self.weights = torch.tensor([1.0 / counts[label] for label in labels], dtype=torch.float64)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.multinomial(self.weights, len(self.weights), replacement=True, generator=g).tolist()
+
+
 class GarbageDataModule(pl.LightningDataModule):
     """Any folder of class folders (the Kaggle "Garbage Classification v2" layout works as it is).
 
@@ -214,6 +235,11 @@ class GarbageDataModule(pl.LightningDataModule):
             `device`: per batch on the training device after the transfer (`lit_garbage.data.batch_augment`: the
             workers only hand over uint8 pixels, so a GPU is not starved by a few CPU cores); `auto` (default):
             `device` when training on an accelerator and the augment options allow it, else `cpu`.
+        class_weight: `balanced` (the seed's Keras `class_weight`: n / (classes x count) from the train split,
+            weighting the training loss) or `none`.
+        sampler: `shuffle` (every training image once per epoch, the seed's) or `balanced` (as many draws, each
+            class equally likely: small classes repeat, large ones are subsampled); with `balanced`, set
+            `class_weight: none`, or the small classes are favoured twice.
     """
 
     def __init__(
@@ -230,10 +256,13 @@ class GarbageDataModule(pl.LightningDataModule):
         near_duplicate_distance: int | None = 4,
         cache: str | None = "auto",
         augment_on: str = "auto",
+        class_weight: str = "balanced",
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
         enforce(DATA_RULES, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
-                augment_on=augment_on, near_duplicate_distance=near_duplicate_distance)
+                augment_on=augment_on, near_duplicate_distance=near_duplicate_distance, class_weight=class_weight,
+                sampler=sampler)
         check_fractions(split)  # a DatasetError, as when the manifest is built
         if augment_on == "device" and augment.enabled:
             BatchAugment(augment)  # refuses, up front, the options that need the CPU
@@ -259,6 +288,8 @@ class GarbageDataModule(pl.LightningDataModule):
         self.near_duplicate_distance = near_duplicate_distance
         self.cache = cache
         self.augment_on = augment_on
+        self.class_weight = class_weight
+        self.sampler = sampler
         self.batch_augment: BatchAugment | None = None  # set by train_dataloader() when augmenting on the device
         self._cached_splits: dict[str, CachedSplit | None] = {}
         self.changed_files: dict[str, str] = {}  # path -> how it differs from the reused manifest
@@ -285,8 +316,8 @@ class GarbageDataModule(pl.LightningDataModule):
         return list(self.manifest.class_names)
 
     @property
-    def class_weights(self) -> list[float]:
-        return self.manifest.class_weights()
+    def class_weights(self) -> list[float] | None:
+        return self.manifest.class_weights() if self.class_weight == "balanced" else None
 
     @functools.cached_property
     def image_cache(self) -> ImageCache | None:
@@ -356,8 +387,9 @@ class GarbageDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.loader_seed),
         )
         if shuffle:
-            return ResumableLoader(dataset, sampler=EpochShuffleSampler(dataset, self.loader_seed),
-                                   trained_batches=self._trained_batches, **kwargs)
+            sampler = (ClassBalancedSampler(dataset, [r.label for r in dataset.records], self.loader_seed)
+                       if self.sampler == "balanced" else EpochShuffleSampler(dataset, self.loader_seed))
+            return ResumableLoader(dataset, sampler=sampler, trained_batches=self._trained_batches, **kwargs)
         return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:

