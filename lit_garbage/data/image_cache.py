@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_garbage.data.manifest import file_mode
+from lit_garbage.files import replaced_atomically
 from lit_garbage.runs import IMAGE_CACHE_DIR
 
 CACHE_VERSION = 2  # 2: the contract's resize is PIL's (images.resize_rgb), no longer torch's
@@ -231,9 +230,7 @@ class ImageCache:
         ok = [False] * n
         crc = [0] * n
         stat: list[tuple[int, int]] = [(-1, -1)] * n
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npy.tmp", dir=self.dir)
-        os.close(fd)
-        try:
+        with replaced_atomically(array_path, prefix=f".{split}-", suffix=".npy.tmp") as tmp:
             store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
             loader = torch.utils.data.DataLoader(_Decode(self.root, paths, s), batch_size=None,
                                                  num_workers=min(workers, n))
@@ -245,18 +242,10 @@ class ImageCache:
                     ok[i] = True
             store.flush()
             del store
-            os.chmod(tmp, file_mode())  # mkstemp's 0600 would keep a shared run's cache from its other users
-            os.replace(tmp, array_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         meta = {"version": CACHE_VERSION, "key": self.key, "image_size": s, "count": n, "split": split,
                 "root": str(self.root), "ok": ok, "stat": stat, "crc32": crc}
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".json.tmp", dir=self.dir)
-        with os.fdopen(fd, "w") as f:
+        with replaced_atomically(index_path, prefix=f".{split}-", suffix=".json.tmp") as tmp, tmp.open("w") as f:
             json.dump(meta, f)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, index_path)
         return meta
 
 

@@ -30,7 +30,6 @@ import math
 import os
 import stat
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lit_garbage.checks import Rule, positive
 from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
+from lit_garbage.files import replaced_atomically
 from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
 
 SPLITS = ("train", "val", "test")
@@ -154,28 +154,14 @@ def inside_root(rel: str) -> bool:
     return bool(rel) and "\0" not in rel and not pure.is_absolute() and ".." not in pure.parts
 
 
-def file_mode() -> int:
-    """The permissions a new file gets here (0o666 less the umask): mkstemp's 0600 would keep a run private."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _write_csv_atomic(path: Path, header, rows) -> None:
-    # Atomic: other processes (DDP ranks, a later resume) never see a half-written file. File names are
-    # written as their own bytes (surrogateescape), so a name that is not UTF-8 reads back as the same file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # File names are written as their own bytes (surrogateescape): a name that is not UTF-8 reads back as
+    # the same file.
+    with replaced_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8",
+                                                    errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def sha256_file(path: Path) -> str:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lit_garbage.data.images import shown
+from lit_garbage.files import replaced_atomically
 from lit_garbage.inference.files import (
     LoadError,
     collect_images,
@@ -208,18 +207,9 @@ def _print_agreement(per_model, files, console) -> None:
 def _write_atomic(path: Path, write) -> None:
     """`write(file)` into a temporary file beside `path`, renamed into place when complete: an error or an
     interrupt leaves the previous file (or none), never half of one. UTF-8; names that are not shown as \\xNN."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8",
+                                                    errors="backslashreplace") as f:
+        write(f)
 
 
 def _write_csv(path: Path, results: dict, errors_out: list, k: int) -> None:

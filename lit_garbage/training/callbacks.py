@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_garbage.checks import Rule, enforce, integer, optional
+from lit_garbage.files import replaced_atomically
 from lit_garbage.models.network import frozen_batchnorms_to_inference, weighted_layers
 from lit_garbage.safe_loading import inside, load_torch_file
 
@@ -326,19 +326,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-            os.replace(tmp, path)
+            with replaced_atomically(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
         except BaseException as err:
-            Path(tmp).unlink(missing_ok=True)
             cause = os_error_in(err)
             if cause is not None and not isinstance(err, CheckpointWriteError):
                 raise CheckpointWriteError(cause.errno, cause.strerror or str(cause), str(path)) from err

@@ -21,7 +21,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from lit_garbage.data.manifest import file_mode
+from lit_garbage.files import file_mode, replaced_atomically
 from lit_garbage.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -206,17 +205,10 @@ class _KeepingWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             keys = list(reader.fieldnames or [])
             rows = [r for r in reader if (r.get("step") or "").isdigit() and int(r["step"]) < self._resume_step]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replaced_atomically(path) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
         self.metrics_keys = sorted(keys)
 
 

@@ -1,0 +1,39 @@
+"""Files written whole or not at all.
+
+Every file another process may read while it is written (a run's manifest and metrics, checkpoints, the image
+cache, prediction tables) goes through `replaced_atomically`: written to a temporary file beside its target,
+then renamed onto it (`os.replace` is atomic within one file system). A DDP rank, a later `--resume` or
+another user sees the previous file or the new one, never half of one; an error or an interrupt leaves no
+temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def file_mode() -> int:
+    """The permissions a new file gets here (0o666 less the umask): mkstemp's 0600 would keep a run private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def replaced_atomically(path: str | Path, prefix: str | None = None, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without error it becomes `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
