@@ -24,8 +24,10 @@ FRACTIONS = np.concatenate([np.linspace(0.05, 0.5, 10, endpoint=False), np.linsp
 LEVELS = 255  # int8 steps across a range
 
 RANGE_CHOICES = ("minmax", "mse", "mse-signed")  # mse-signed: only tensors that take negative values
-# The export default, measured on the two real models (README, "int8").
-DEFAULT_RANGES = "mse-signed"
+# The export default (README, "int8"): mse / mse-signed agree better with float on the two real models, but on
+# the tests' tiny model MediaPipe's LiteRT computes a mse-signed file differently from ai-edge-litert (0.11 in
+# probability; 0.0 for minmax), so the portable choice stays the default.
+DEFAULT_RANGES = "minmax"
 
 
 def _name(tensor) -> str:
