@@ -58,6 +58,17 @@ def model_checkpoint_state(ckpt: dict) -> dict:
     return next(v for v in ckpt["callbacks"].values() if isinstance(v, dict) and "best_model_path" in v)
 
 
+def forge_checkpoint_paths(last: Path, dirpath: str, path: str, score: float) -> Path:
+    """`last`'s checkpoint-callback state rewritten to name `path` as its best and k-th best file with `score`
+    (1e9 or -1e9: unbeatable either way), recorded as if written in `dirpath`: what a forged last.ckpt can claim."""
+    def forge(ckpt):
+        model_checkpoint_state(ckpt).update(
+            dirpath=dirpath, best_model_path=path, best_model_score=torch.tensor(score),
+            best_k_models={path: torch.tensor(score)}, kth_best_model_path=path, kth_value=torch.tensor(score))
+
+    return edit_checkpoint(last, forge)
+
+
 def call_main(main, args):
     """('returned', value) | ('exit', code) | ('raised', exception): how a command's main ended, in-process."""
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import fit_args
+from tests.forged_files import forge_checkpoint_paths
 from tests.reliability_support import (
     call_main,
     edit_checkpoint,
@@ -153,12 +154,7 @@ def test_a_moved_run_never_deletes_files_outside_it(run_copy, synthetic_root, tm
     bad = f"{run_copy / 'checkpoints'}/../../victim.txt"  # Lightning's own check before deleting is lexical
     assert Path(bad).resolve() == victim.resolve()
 
-    def moved_with_victim(ckpt):
-        model_checkpoint_state(ckpt).update(
-            dirpath=old, best_k_models={bad: torch.tensor(1e9)}, kth_best_model_path=bad,
-            kth_value=torch.tensor(1e9), best_model_path=bad, best_model_score=torch.tensor(1e9))
-
-    edit_checkpoint(run_copy / "checkpoints" / "last.ckpt", moved_with_victim)
+    forge_checkpoint_paths(run_copy / "checkpoints" / "last.ckpt", old, bad, 1e9)
     (run_copy / "model.ckpt").unlink()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

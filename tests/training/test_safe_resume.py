@@ -9,16 +9,14 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from lit_garbage.training import cli
 from tests.conftest import fit_args
 from tests.forged_files import (
     UNSAFE_GLOBAL,
     call_main,
-    edit_checkpoint,
+    forge_checkpoint_paths,
     forge_pickle,
-    model_checkpoint_state,
     ran,
 )
 
@@ -62,12 +60,7 @@ def test_resume_never_reads_a_best_model_path_outside_the_run(one_epoch_copy, sy
     evil = forge_pickle(one_epoch_copy / "model.ckpt", elsewhere / "innocent.ckpt", marker)
     dirpath = str(one_epoch_copy / "checkpoints")
 
-    def point_best_at_evil(ckpt):
-        model_checkpoint_state(ckpt).update(
-            dirpath=dirpath, best_model_path=str(evil), best_model_score=torch.tensor(-1e9),
-            best_k_models={str(evil): torch.tensor(-1e9)}, kth_best_model_path=str(evil), kth_value=torch.tensor(-1e9))
-
-    edit_checkpoint(one_epoch_copy / "checkpoints" / "last.ckpt", point_best_at_evil)
+    forge_checkpoint_paths(one_epoch_copy / "checkpoints" / "last.ckpt", dirpath, str(evil), -1e9)
     said = _resume(one_epoch_copy, synthetic_root, capsys)
     assert ran(marker) == 0, f"the resumed run unpickled {evil}, named as best model by a forged last.ckpt"
     assert str(evil) in said, "the best model path outside the run went unmentioned"
@@ -84,12 +77,7 @@ def test_resume_never_deletes_files_outside_the_run(one_epoch_copy, synthetic_ro
     bad = f"{dirpath}/../../victim.txt"
     assert Path(bad).resolve() == victim.resolve()
 
-    def point_kth_at_victim(ckpt):
-        model_checkpoint_state(ckpt).update(
-            dirpath=dirpath, best_k_models={bad: torch.tensor(1e9)}, kth_best_model_path=bad,
-            kth_value=torch.tensor(1e9), best_model_path=bad, best_model_score=torch.tensor(1e9))
-
-    edit_checkpoint(one_epoch_copy / "checkpoints" / "last.ckpt", point_kth_at_victim)
+    forge_checkpoint_paths(one_epoch_copy / "checkpoints" / "last.ckpt", dirpath, bad, 1e9)
     said = _resume(one_epoch_copy, synthetic_root, capsys)
     assert victim.exists(), f"resuming a run with a forged last.ckpt deleted {victim}"
     assert bad in said, "the checkpoint path outside the run went unmentioned"
