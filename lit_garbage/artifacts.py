@@ -58,6 +58,7 @@ FORMATS: dict[str, dict[str, str]] = {
     "tflite_float32": {"file": "model_float32.tflite", "layout": "NHWC"},
     "tflite_float16": {"file": "model_float16.tflite", "layout": "NHWC"},
     "tflite_int8": {"file": "model_int8.tflite", "layout": "NHWC"},
+    "tflite_int16x8": {"file": "model_int16x8.tflite", "layout": "NHWC"},
     "tfjs": {"file": "tfjs/model.json", "layout": "NHWC"},
 }
 

@@ -1,6 +1,6 @@
 """One tiny trained + exported model for every test that needs real model files.
 
-Training and exporting (ONNX, SavedModel, TFLite fp32/fp16/int8, TFJS) takes minutes on two CPU
+Training and exporting (ONNX, SavedModel, TFLite fp32/fp16/int8/int16x8, TFJS) takes minutes on two CPU
 cores, so it is done at most ONCE per pytest session, whichever test module asks first:
 `build_tiny_export(tmp_path_factory)` caches its result for the session. Test modules use it through
 the session-scoped `tiny_export` fixture below (import it, or register this module in conftest with
@@ -32,7 +32,7 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
         return _CACHE[key]
 
     from lit_garbage.data.synthetic import generate
-    from lit_garbage.export.exporter import Exporter
+    from lit_garbage.export.exporter import ALL_FORMATS, Exporter
     from lit_garbage.training import cli
 
     base = tmp_path_factory.mktemp("tiny-export")
@@ -58,7 +58,9 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # seed 1 passes every threshold.
     assert results["val_acc"] >= 0.6 and results["test_acc"] >= 0.6, f"model did not learn: {results}"
     out = run / "export"
-    result = Exporter(run / "model.ckpt", out=out, calib_images=100, verify_images=64, log=lambda s: None).run()
+    # Every format, the opt-in int16x8 too.
+    result = Exporter(run / "model.ckpt", out=out, formats=ALL_FORMATS, calib_images=100, verify_images=64,
+                      log=lambda s: None).run()
     built = {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "out": out,
              "result": result, "verify": json.loads((out / "verify.json").read_text())}
     _CACHE[key] = built

@@ -26,7 +26,9 @@ EPILOG = """examples:
   lit-garbage export --model runs/demo/model.ckpt --data.root /data/garbage
 
 formats: onnx (model.onnx), saved_model (saved_model/), tflite (model_float32.tflite, model_float16.tflite),
-int8 (model_int8.tflite), tfjs (tfjs/model.json). A format brings in what it is built from
+int8 (model_int8.tflite), tfjs (tfjs/model.json); only when asked for: int16x8 (model_int16x8.tflite, int16
+activations and int8 weights: the size of int8, the answers of float, but LiteRT runs it about 27x slower than
+float32 on CPU). A format brings in what it is built from
 (tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written, and the
 same facts go into every model file (TFLite Metadata, ONNX metadata_props, SavedModel assets.extra/, TFJS
 userDefinedMetadata), so a file copied alone still knows its class names; MediaPipe loads the .tflite files as
@@ -36,7 +38,7 @@ TFJS verification runs in Node: install Node 18+ and run `npm ci` in the project
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lit_garbage.export.exporter import ALL_FORMATS
+    from lit_garbage.export.exporter import ALL_FORMATS, DEFAULT_FORMATS
 
     p = argparse.ArgumentParser(
         prog="lit-garbage export",
@@ -45,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model(p, "checkpoint of a `lit-garbage fit` run (e.g. RUN/model.ckpt)", old=("--ckpt",))
     p.add_argument("--out", default=None, help="output folder (default: RUN/export); replaced atomically")
-    p.add_argument("--formats", nargs="+", choices=ALL_FORMATS, default=list(ALL_FORMATS), metavar="FORMAT",
-                   help=f"formats to export (default: all): {' '.join(ALL_FORMATS)}")
+    p.add_argument("--formats", nargs="+", choices=ALL_FORMATS, default=list(DEFAULT_FORMATS), metavar="FORMAT",
+                   help=f"formats to export: {' '.join(ALL_FORMATS)} (default: all but int16x8)")
     p.add_argument("--calib-images", type=int, default=100,
                    help="training-split images used to calibrate int8 (default: 100)")
     from lit_garbage.export.int8_ranges import DEFAULT_RANGES, RANGE_CHOICES

@@ -35,11 +35,15 @@ FORMAT_FILES = {
     "saved_model": ("saved_model",),
     "tflite": ("tflite_float32", "tflite_float16"),
     "int8": ("tflite_int8",),
+    "int16x8": ("tflite_int16x8",),
     "tfjs": ("tfjs",),
 }
 ALL_FORMATS = tuple(FORMAT_FILES)
+# int16x8 only when asked for: LiteRT runs it on reference kernels on CPU, about 27x float32's latency
+# (README, "int8 that agrees with float").
+DEFAULT_FORMATS = tuple(f for f in ALL_FORMATS if f != "int16x8")
 REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
-            "tfjs": ("saved_model",)}
+            "int16x8": ("saved_model",), "tfjs": ("saved_model",)}
 MARKER = ".lit-garbage-export"  # identifies a folder this tool may replace
 WEIGHTS_FILE = "model.safetensors"  # every export's weights, shareable without a pickle
 
@@ -61,8 +65,8 @@ class ExportResult:
 
 
 def resolve_formats(requested: Sequence[str] | None) -> list[str]:
-    """Requested formats plus what they build on, in build order."""
-    wanted = set(requested or ALL_FORMATS)
+    """Requested formats (default: DEFAULT_FORMATS) plus what they build on, in build order."""
+    wanted = set(requested or DEFAULT_FORMATS)
     unknown = wanted - set(ALL_FORMATS)
     if unknown:
         raise ExportError(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_FORMATS)}")
@@ -91,7 +95,7 @@ class Exporter:
         self.out = Path(out) if out is not None else default_export_dir(self.ckpt)
         self.formats = resolve_formats(formats)
         self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
-        if tflite_metadata and {"tflite", "int8"} & set(self.formats):
+        if tflite_metadata and {"tflite", "int8", "int16x8"} & set(self.formats):
             from lit_garbage.export.metadata import (
                 missing_writer_message,
                 tflite_writer_available,
@@ -113,6 +117,7 @@ class Exporter:
         self.embedded: list = []  # lit_garbage.export.metadata.Embedded, one per model file
         self.work: Path | None = None
         self._data: RunData | None = None
+        self._calibration: np.ndarray | None = None  # int8 / int16x8 calibration images, NHWC
 
     # ------------------------------------------------------------ orchestration
 
@@ -237,15 +242,28 @@ class Exporter:
             if not (self.work / f"model_{key}.tflite").is_file():
                 raise ExportError(f"onnx2tf did not write model_{key}.tflite")
 
+    def _calibration_nhwc(self) -> np.ndarray:
+        """The training images both integer formats are calibrated on (read once), NHWC."""
+        if self._calibration is None:
+            calib, records = self._images("train", self.calib_images, self.image_size)
+            self._calibration = calib.transpose(0, 2, 3, 1)
+            self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
+                                "manifest": self.data.manifest_path.name, "ranges": self.int8_ranges}
+        return self._calibration
+
     def export_int8(self) -> None:
         from lit_garbage.export.tensorflow import quantize_int8
 
-        calib, records = self._images("train", self.calib_images, self.image_size)
-        self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
-                            "manifest": self.data.manifest_path.name, "ranges": self.int8_ranges}
-        self.log(f"  calibrating int8 on {len(records)} training images ({self.int8_ranges} ranges)")
-        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib.transpose(0, 2, 3, 1),
-                      ranges=self.int8_ranges)
+        calib = self._calibration_nhwc()
+        self.log(f"  calibrating int8 on {len(calib)} training images ({self.int8_ranges} ranges)")
+        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib, ranges=self.int8_ranges)
+
+    def export_int16x8(self) -> None:
+        from lit_garbage.export.tensorflow import quantize_int16x8
+
+        calib = self._calibration_nhwc()
+        self.log(f"  calibrating int16x8 on {len(calib)} training images")
+        quantize_int16x8(self.work / "saved_model", self.work / "model_int16x8.tflite", calib)
 
     def export_tfjs(self) -> None:
         from lit_garbage.export.tfjs import saved_model_to_tfjs

@@ -275,6 +275,7 @@ _WRITERS_BY_FORMAT = {
     "tflite_float32": ("TFLite Metadata", write_tflite_metadata),
     "tflite_float16": ("TFLite Metadata", write_tflite_metadata),
     "tflite_int8": ("TFLite Metadata", write_tflite_metadata),
+    "tflite_int16x8": ("TFLite Metadata", write_tflite_metadata),
     "tfjs": ("userDefinedMetadata", write_tfjs_metadata),
 }
 

@@ -16,7 +16,10 @@ representative dataset, then writes four more variants (dynamic range, full-inte
 ones) that this project does not ship: about 4x the conversion time. `quantize_int8` makes the same converter
 call for the one variant shipped: int8 weights and activations with float32 input/output, so the int8 file
 keeps the same input contract as every other format. Calibration images are NHWC float32 in [0, 1]
-(normalisation is inside the model, so no mean/std is applied to them).
+(normalisation is inside the model, so no mean/std is applied to them). `quantize_int16x8` is the same call
+with int16 activations (TFLite's 16x8 mode, `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`):
+an opt-in file with int8's weights and float's answers, for runtimes with int16 kernels (LiteRT runs it on
+its reference kernels on CPU; README, "int8 that agrees with float").
 
 Other timm backbones: what a graph needs is chosen from the ops the ONNX file holds, never by the user:
 onnx2tf reads a rewritten copy where a padded MaxPool or a HardSwish would break int8 / TFJS
@@ -289,6 +292,27 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
     return files
 
 
+def _calibrated_converter(saved_model_dir: str | Path, calibration_nhwc: np.ndarray, ops: list):
+    """TFLite's full-integer converter on the SavedModel: float32 input / output, `ops` the op set, the
+    representative dataset `calibration_nhwc` (float32 [N, H, W, 3] in [0, 1], real training images)."""
+    import tensorflow as tf
+
+    if len(calibration_nhwc) == 0:
+        raise ConversionError("integer quantisation needs at least one calibration image")
+
+    def representative_dataset():
+        for image in calibration_nhwc:
+            yield [tf.constant(image[None], dtype=tf.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = ops
+    converter.representative_dataset = representative_dataset
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    return converter
+
+
 def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray,
                   ranges: str = DEFAULT_RANGES) -> Path:
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
@@ -302,21 +326,10 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
 
     from lit_garbage.export import int8_ranges
 
-    if len(calibration_nhwc) == 0:
-        raise ConversionError("int8 quantisation needs at least one calibration image")
     if ranges not in int8_ranges.RANGE_CHOICES:
         raise ConversionError(f"unknown int8 ranges '{ranges}'; choose from {', '.join(int8_ranges.RANGE_CHOICES)}")
-
-    def representative_dataset():
-        for image in calibration_nhwc:
-            yield [tf.constant(image[None], dtype=tf.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS]
-    converter.representative_dataset = representative_dataset
-    converter.inference_input_type = tf.float32
-    converter.inference_output_type = tf.float32
+    converter = _calibrated_converter(saved_model_dir, calibration_nhwc,
+                                      [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS])
     try:
         if ranges == "minmax":
             model = converter.convert()
@@ -327,6 +340,23 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
             model = int8_ranges.quantize_calibrated(int8_ranges.with_ranges(calibrated, chosen))
     except Exception as err:  # TF raises ConverterError / RuntimeError with a long log
         raise ConversionError(f"int8 quantisation of {saved_model_dir} failed: {str(err)[:500]}") from err
+    tflite_path = Path(tflite_path)
+    tflite_path.write_bytes(model)
+    return tflite_path
+
+
+def quantize_int16x8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray) -> Path:
+    """int16 activations, int8 weights, float32 I/O (TFLite's 16x8 mode), calibrated like `quantize_int8`.
+    Only the 16x8 op set: a graph op without a 16x8 kernel fails the conversion instead of staying float."""
+    import tensorflow as tf
+
+    converter = _calibrated_converter(
+        saved_model_dir, calibration_nhwc,
+        [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8])
+    try:
+        model = converter.convert()
+    except Exception as err:  # noqa: BLE001  TF raises ConverterError / RuntimeError with a long log
+        raise ConversionError(f"int16x8 quantisation of {saved_model_dir} failed: {str(err)[:500]}") from err
     tflite_path = Path(tflite_path)
     tflite_path.write_bytes(model)
     return tflite_path

@@ -18,11 +18,13 @@ import pytest
 import torch
 
 from lit_garbage.artifacts import FORMATS
+from lit_garbage.commands.export import build_parser as export_parser
 from lit_garbage.commands.export import main as export_main
 from lit_garbage.data.manifest import file_hash
-from lit_garbage.export.exporter import MARKER, Exporter, ExportError
+from lit_garbage.export.exporter import DEFAULT_FORMATS, MARKER, Exporter, ExportError, resolve_formats
 from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.references import (
+    INT16X8_MAX_ABS_DIFF,
     FP16_MAX_ABS_DIFF,
     FP32_MAX_ABS_DIFF,
     INT8_AGREEMENT,
@@ -42,7 +44,7 @@ from lit_garbage.inference.node_runtime import install_hint, node_modules
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["battery", "biological", "cardboard", "clothes"]
 IMAGE_SIZE = 64
-ALL_FILES = ["onnx", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs"]
+ALL_FILES = ["onnx", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tflite_int16x8", "tfjs"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,13 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
     assert meta["formats"]["tflite_int8"]["input"]["layout"] == "NHWC"
     # nothing half-written or temporary left beside the export
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name or "onnx2tf" in p.name]
-    assert set(exported["result"].timings) >= {"onnx", "saved_model", "int8", "tfjs", "verify", "total"}
+    assert set(exported["result"].timings) >= {"onnx", "saved_model", "int8", "int16x8", "tfjs", "verify", "total"}
+
+
+def test_int16x8_is_built_only_when_asked_for():
+    assert "int16x8" not in resolve_formats(None) and "int16x8" not in DEFAULT_FORMATS
+    assert resolve_formats(["int16x8"]) == ["onnx", "saved_model", "int16x8"]
+    assert export_parser().parse_args(["--model", "m.ckpt"]).formats == list(DEFAULT_FORMATS)
 
 
 def test_onnx_file_is_checked_single_file_with_dynamic_batch_and_metadata(exported):
@@ -117,6 +125,7 @@ def test_every_format_meets_its_verification_threshold_including_tfjs_in_node(ex
     assert _backend_row(verify, "tflite_float16")["reference"] == "torch_fp16"
     assert verify["thresholds"]["tflite_float16"]["max_abs_diff"] == FP16_MAX_ABS_DIFF
     assert verify["thresholds"]["tflite_int8"]["top1_agreement"] == INT8_AGREEMENT == 0.98
+    assert verify["thresholds"]["tflite_int16x8"]["max_abs_diff"] == INT16X8_MAX_ABS_DIFF
     assert verify["passed"] and exported["result"].passed
     assert "PASS" in (exported["out"] / "verify.md").read_text()
 
@@ -129,7 +138,8 @@ def test_load_backend_gives_every_format_the_same_nchw_contract(exported):
     assert isinstance(reference, TorchBackend)
     expected = reference.predict(images)
     for name, tol in [("onnx", 1e-4), ("saved_model", 1e-4), ("tflite_float32", 1e-4),
-                      ("tflite_float16", 1e-2), ("tflite_int8", 0.25), ("tfjs", 1e-4)]:
+                      ("tflite_float16", 1e-2), ("tflite_int8", 0.25), ("tflite_int16x8", INT16X8_MAX_ABS_DIFF),
+                      ("tfjs", 1e-4)]:
         backend = load_backend(out / FORMATS[name]["file"])
         assert backend.class_names == CLASSES and backend.image_size == IMAGE_SIZE, name
         probs = backend.predict(images)

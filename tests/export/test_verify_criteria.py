@@ -198,6 +198,19 @@ def test_int8_is_judged_by_top1_agreement_with_its_own_threshold():
     assert msg.startswith("top-1 agreement 90.0 % < 98 %")
 
 
+def test_int16x8_is_bounded_like_a_float_file():
+    crit = references.criteria()["tflite_int16x8"]
+    assert crit.reference == "torch" and crit.max_abs_diff == references.INT16X8_MAX_ABS_DIFF
+    reference = np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.2 / 3
+    close = reference.copy()
+    close[0, :2] += [-0.5, 0.5] * np.float64(crit.max_abs_diff)
+    assert compare(crit, reference, close)[2] == []
+    off = reference.copy()
+    off[0, :2] += [-2, 2] * np.float64(crit.max_abs_diff)  # top-1 kept, probabilities too far
+    (msg,) = compare(crit, reference, off)[2]
+    assert "max abs diff" in msg
+
+
 # ------------------------------------------------------------------ broken exports fail, naming the fault
 
 
