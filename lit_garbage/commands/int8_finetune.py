@@ -24,7 +24,12 @@ data through it) and records the fine-tune's settings and validation accuracy be
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lit_garbage.training.int8_finetune import DEFAULT_BACKBONE_LR_SCALE, DEFAULT_EPOCHS, DEFAULT_LR
+    from lit_garbage.training.int8_finetune import (
+        DEFAULT_ACTIVATIONS,
+        DEFAULT_BACKBONE_LR_SCALE,
+        DEFAULT_EPOCHS,
+        DEFAULT_LR,
+    )
 
     p = argparse.ArgumentParser(
         prog="lit-garbage int8-finetune",
@@ -40,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"head learning rate, cosine-decayed to 0 (default: {DEFAULT_LR:g})")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULT_BACKBONE_LR_SCALE,
                    help=f"backbone learning rate as a fraction of --lr (default: {DEFAULT_BACKBONE_LR_SCALE:g})")
+    p.add_argument("--activations", action=argparse.BooleanOptionalAction, default=DEFAULT_ACTIVATIONS,
+                   help="fake-quantise the activations too while fine-tuning (per tensor, as int8 rounds them; "
+                        f"default: {'on' if DEFAULT_ACTIVATIONS else 'off'})")
     p.add_argument("--train-batchnorm", action="store_true",
                    help="let BatchNorms use batch statistics while fine-tuning (default: inference mode)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the run's)")
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         int8_finetune(args.model, args.out, epochs=args.epochs, lr=args.lr, backbone_lr_scale=args.backbone_lr_scale,
-                      freeze_batchnorm=not args.train_batchnorm, data_root=args.data_root, manifest=args.manifest,
+                      freeze_batchnorm=not args.train_batchnorm, activations=args.activations, data_root=args.data_root, manifest=args.manifest,
                       batch_size=args.batch_size, num_workers=args.num_workers, validate=not args.no_validate,
                       seed=args.seed)
     except (ValueError, FileNotFoundError) as err:  # bad options, unsafe / foreign checkpoints, missing data

@@ -25,12 +25,19 @@ import torch
 from torch import nn
 
 from lit_garbage.checks import Rule, enforce, integer, non_negative, positive
-from lit_garbage.training.int8_grid import add_weight_fake_quant, max_grid_error, remove_weight_fake_quant, snap_to_int8_grid_
+from lit_garbage.training.int8_grid import (
+    add_activation_fake_quant,
+    add_weight_fake_quant,
+    max_grid_error,
+    remove_weight_fake_quant,
+    snap_to_int8_grid_,
+)
 
 # Measured on the two real models (README, "int8"): see `lit-garbage int8-finetune --help`.
 DEFAULT_EPOCHS = 1
 DEFAULT_LR = 1e-4
 DEFAULT_BACKBONE_LR_SCALE = 0.1
+DEFAULT_ACTIVATIONS = False
 CHECKPOINT_KEY = "int8_finetune"  # what the fine-tune did, recorded in the checkpoint it writes
 
 FINETUNE_RULES = (
@@ -48,11 +55,14 @@ class Int8GridFinetune(pl.Callback):
     Trainer without checkpointing (`int8_finetune`): a checkpoint saved mid-fit would hold parametrized keys.
     """
 
-    def __init__(self, freeze_batchnorm: bool = True) -> None:
-        self.freeze_batchnorm = freeze_batchnorm
+    def __init__(self, freeze_batchnorm: bool = True, activations: bool = False) -> None:
+        self.freeze_batchnorm, self.activations = freeze_batchnorm, activations
+        self._hooks: list = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         add_weight_fake_quant(pl_module.net)
+        if self.activations:  # activations rounded too (`int8_grid.add_activation_fake_quant`)
+            self._hooks = add_activation_fake_quant(pl_module.net)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         # Lightning and GarbageNet.train() put BatchNorms back into training mode: undone before every step.
@@ -62,6 +72,9 @@ class Int8GridFinetune(pl.Callback):
                     m.eval()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         remove_weight_fake_quant(pl_module.net)
         snap_to_int8_grid_(pl_module.net)  # idempotent; also covers epochs == 0 (fit never started a batch)
 
@@ -104,6 +117,7 @@ def _datamodule(ckpt: Mapping[str, Any], path: Path, data_root: str | Path | Non
 
 def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                   backbone_lr_scale: float = DEFAULT_BACKBONE_LR_SCALE, freeze_batchnorm: bool = True,
+                  activations: bool = DEFAULT_ACTIVATIONS,
                   data_root: str | Path | None = None, manifest: str | Path | None = None,
                   batch_size: int | None = None, num_workers: int | None = None, validate: bool = True,
                   seed: int = 0, log: Callable[[str], None] = print,
@@ -111,7 +125,8 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     """Fine-tune the checkpoint `model` for `epochs` under int8 weight fake quantisation, snap, write `out`.
 
     The run's own data (split, train augmentation) and loss; the run's optimiser with a cosine decay from `lr`
-    (backbone: `lr * backbone_lr_scale`), every layer trainable. `epochs=0`: snap only. The written checkpoint
+    (backbone: `lr * backbone_lr_scale`), every layer trainable; `activations`: the activations fake-quantised
+    too while fine-tuning. `epochs=0`: snap only. The written checkpoint
     keeps the input's hyper-parameters and data settings (export and evaluate find the run's data through it) and
     records the fine-tune under `int8_finetune`.
     """
@@ -139,7 +154,7 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     for p in module.parameters():
         p.requires_grad_(True)
     if epochs > 0:
-        pl.Trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[Int8GridFinetune(freeze_batchnorm)],
+        pl.Trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[Int8GridFinetune(freeze_batchnorm, activations)],
                    **quiet).fit(module, datamodule=data)
     else:
         snap_to_int8_grid_(module.net)
@@ -151,7 +166,8 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     after = val_acc()
     seconds = time.perf_counter() - t0
     settings = {"epochs": epochs, "lr": lr, "backbone_lr_scale": backbone_lr_scale,
-                "freeze_batchnorm": freeze_batchnorm, "seed": seed, "source": model.name}
+                "freeze_batchnorm": freeze_batchnorm, "activations": activations, "seed": seed,
+                "source": model.name}
     result = FinetuneResult(out, epochs, before, after, error, seconds)
     written = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states", "lr_schedulers",
                                                           "loops", "callbacks")}

@@ -8,15 +8,20 @@ channel: the converter's rounding is then exact, and int8 keeps the float model'
 
 `Int8WeightFakeQuant` (a `torch.nn.utils.parametrize` parametrization, straight-through gradients via
 `torch.fake_quantize_per_channel_affine`) makes a network train with the weights it will have in int8;
-`snap_to_int8_grid_` writes those weights for good. Only weights are handled: activation ranges are the
-converter's calibration (`lit_garbage.export.tensorflow.quantize_int8`).
+`snap_to_int8_grid_` writes those weights for good. The activation ranges of the exported file stay the
+converter's calibration (`lit_garbage.export.tensorflow.quantize_int8`); `add_activation_fake_quant` only lets
+the network train with its activations rounded as int8 will round them (per tensor, affine, [-128, 127], ranges
+followed by moving-average min / max observers), so that it learns to keep its answers through that rounding.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
+from torchvision.ops import FrozenBatchNorm2d
 
 # TFLite's int8 weights: symmetric, the -128 code unused (so that -w is representable).
 INT8_WEIGHT_MAX = 127
@@ -86,3 +91,43 @@ def snap_to_int8_grid_(net: nn.Module) -> int:
 def max_grid_error(net: nn.Module) -> float:
     """The largest `grid_error` over the network's quantised layers."""
     return max((grid_error(m.weight) for _, m in quantized_layers(net)), default=0.0)
+
+
+# ---------------------------------------------------------------- activations
+
+
+_FUSES_CONV = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6)
+
+
+def activation_points(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs TFLite stores as int8 tensors, in registration order (timm's and the head's
+    are in execution order): BatchNorms (timm's fold the activation in), activations, convolutions, dense
+    layers, pooling and residual blocks (their output is the ADD's). A convolution whose next point is a
+    BatchNorm or an activation is left out: the converter fuses it with that op, whose output is the tensor."""
+    modules = dict(net.named_modules())
+    points = [(n, m) for n, m in modules.items()
+              if (isinstance(m, (*_FUSES_CONV, FrozenBatchNorm2d, nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d))
+                  or getattr(m, "has_skip", False))
+              # timm's BatchNormAct2d applies its activation inside: its output is the BatchNorm's
+              and not isinstance(modules.get(n.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)]
+    return [(n, m) for i, (n, m) in enumerate(points)
+            if not (isinstance(m, nn.Conv2d) and i + 1 < len(points) and isinstance(points[i + 1][1], _FUSES_CONV))]
+
+
+def add_activation_fake_quant(net: nn.Module, averaging_constant: float = 0.01) -> list[RemovableHandle]:
+    """Forward hooks rounding every `activation_points` output to int8 (per tensor, affine, straight-through
+    gradients); the observers are kept on the hooks, not in the network's state dict. Remove the returned
+    handles to take them off."""
+    handles = []
+    for _, m in activation_points(net):
+        fq = FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                          qscheme=torch.per_tensor_affine, averaging_constant=averaging_constant)
+
+        def hook(mod, args, out, fq=fq):
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                return out
+            fq.to(out.device)
+            return fq(out)
+
+        handles.append(m.register_forward_hook(hook))
+    return handles

@@ -13,6 +13,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from lit_garbage.models.network import GarbageNet
 from lit_garbage.training.int8_grid import (
+    activation_points,
+    add_activation_fake_quant,
     add_weight_fake_quant,
     grid_error,
     max_grid_error,
@@ -88,6 +90,40 @@ def test_fake_quant_trains_the_float_weights_and_removal_leaves_the_quantised_on
     assert set(net.state_dict()) == set(GarbageNet(4, pretrained=False).state_dict())  # plain keys again
 
 
+def test_activation_fake_quant_rounds_the_int8_tensors_and_leaves_no_trace():
+    net = GarbageNet(4, pretrained=False).eval()
+    points = activation_points(net)
+    names = [n for n, _ in points]
+    # The converter's int8 tensors: a convolution fused into its BatchNorm (activation included) or its
+    # activation has no tensor of its own; MobileNetV2's 10 residual ADDs and the head's ops have.
+    assert "backbone.conv_stem" not in names and "backbone.bn1" in names and "backbone.bn1.act" not in names
+    assert "head.depthwise" in names and "head.pointwise" not in names and "head.act" in names
+    assert sum(bool(getattr(m, "has_skip", False)) for _, m in points) == 10
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        before = net(x)
+    keys = set(net.state_dict())
+    handles = add_activation_fake_quant(net)
+    seen = {}
+    for name, m in points[:3] + points[-3:]:  # registered after the fake-quant hooks: sees their output
+        handles.append(m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(name, out.detach())))
+    net.train()
+    for m in net.modules():  # as the fine-tune runs them: inference-mode BatchNorms
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    loss = net(x).square().sum()
+    loss.backward()
+    assert net.backbone.conv_stem.weight.grad.abs().sum() > 0  # straight-through gradients
+    for name, out in seen.items():
+        assert out.unique().numel() <= 256, name  # one int8 grid per tensor
+    for h in handles:
+        h.remove()
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), before)  # the hooks are gone, the weights untouched
+    assert set(net.state_dict()) == keys  # the observers never enter the checkpoint
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> dict:
     """A pretrained=False model trained a few epochs on four synthetic classes at 32 px."""
@@ -118,12 +154,14 @@ def test_int8_finetune_writes_a_checkpoint_on_the_grid_that_keeps_the_run(tiny_r
 
     out = tiny_run["base"] / "int8" / "model.ckpt"
     result = int8_finetune(tiny_run["ckpt"], out, epochs=1, lr=1e-3, num_workers=0, log=lambda s: None,
-                           trainer_kwargs={"accelerator": "cpu"})
+                           activations=True, trainer_kwargs={"accelerator": "cpu"})
     assert result.max_grid_error < 1e-3 and result.val_acc_before is not None and result.val_acc_after is not None
     source, written = load_torch_file(tiny_run["ckpt"]), load_torch_file(out)
     assert written["hyper_parameters"] == source["hyper_parameters"]  # lr etc. of the run, not of the fine-tune
     assert written["datamodule_hyper_parameters"] == source["datamodule_hyper_parameters"]
     assert written[CHECKPOINT_KEY]["epochs"] == 1 and written[CHECKPOINT_KEY]["lr"] == 1e-3
+    assert written[CHECKPOINT_KEY]["activations"] is True
+    assert set(written["state_dict"]) == set(source["state_dict"])  # no observer or parametrization keys
     for key, value in source["state_dict"].items():
         if "running_" in key:  # BatchNorms ran in inference mode: the folded constants are the run's
             torch.testing.assert_close(written["state_dict"][key], value, rtol=0, atol=0)
