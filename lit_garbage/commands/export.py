@@ -112,6 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     print(result.report.to_markdown())
     if not result.report.passed:
         print(f"error: verification failed: {result.report.verdict()} (see {result.out}/verify.md)", file=sys.stderr)
+        failed = {r.name for r in result.report.results if r.status == "fail"}
+        if failed & {"tflite_int8", "tflite_int16x8"} and not exporter.weights_on_int8_grid:
+            print(f"hint: the weights of {args.model} are not on the int8 grid, and rounding them loses answers; "
+                  "export an int8-ready checkpoint: `lit-garbage int8-finetune --model "
+                  f"{args.model} --out READY.ckpt`, then `lit-garbage export --model READY.ckpt`", file=sys.stderr)
         return 1
     for r in result.report.skipped:
         print(f"warning: {r.name} was NOT verified: {r.message}", file=sys.stderr)

@@ -185,6 +185,14 @@ class Exporter:
 
     # ------------------------------------------------------------ steps
 
+    @property
+    def weights_on_int8_grid(self) -> bool:
+        """Whether the checkpoint's weights are exactly representable in int8 (an `int8-finetune` checkpoint):
+        otherwise int8 and int16x8 round them, which is what loses their answers on real models."""
+        from lit_garbage.training.int8_grid import max_grid_error
+
+        return max_grid_error(self.module.net) < 1e-3
+
     def load(self) -> None:
         self.module, self.checkpoint = load_classifier(self.ckpt)
         hp = self.module.hparams

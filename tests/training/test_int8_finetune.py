@@ -237,8 +237,10 @@ def test_int8_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_
     files = {}
     for name, ckpt in (("plain", tiny_run["ckpt"]), ("ready", ready)):
         out = tiny_run["base"] / f"export-{name}"
-        Exporter(ckpt, out=out, formats=["tflite", "int8"], verify=False, calib_images=40, log=lambda s: None,
-                 tflite_metadata=False).run()
+        exporter = Exporter(ckpt, out=out, formats=["tflite", "int8"], verify=False, calib_images=40,
+                            log=lambda s: None, tflite_metadata=False)
+        exporter.run()
+        assert exporter.weights_on_int8_grid == (name == "ready")  # what the export's failure hint checks
         files[name] = out
     # The float32 TFLite (BatchNorms folded by the converters) holds kernels on the int8 grid: int8 rounding is exact
     for name, expect_on_grid in (("plain", False), ("ready", True)):
