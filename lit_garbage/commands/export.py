@@ -27,8 +27,8 @@ EPILOG = """examples:
 
 formats: onnx (model.onnx), saved_model (saved_model/), tflite (model_float32.tflite, model_float16.tflite),
 int8 (model_int8.tflite), tfjs (tfjs/model.json); only when asked for: int16x8 (model_int16x8.tflite, int16
-activations and int8 weights: the size of int8, the answers of float, but LiteRT runs it about 27x slower than
-float32 on CPU). A format brings in what it is built from
+activations and int8 weights: from an `int8-finetune` checkpoint the size of int8 with the answers of float, but
+LiteRT runs it about 30x slower than float32 on CPU). A format brings in what it is built from
 (tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written, and the
 same facts go into every model file (TFLite Metadata, ONNX metadata_props, SavedModel assets.extra/, TFJS
 userDefinedMetadata), so a file copied alone still knows its class names; MediaPipe loads the .tflite files as

@@ -39,7 +39,7 @@ FORMAT_FILES = {
     "tfjs": ("tfjs",),
 }
 ALL_FORMATS = tuple(FORMAT_FILES)
-# int16x8 only when asked for: LiteRT runs it on reference kernels on CPU, about 27x float32's latency
+# int16x8 only when asked for: LiteRT runs it on reference kernels on CPU, about 30x float32's latency
 # (README, "int8 that agrees with float").
 DEFAULT_FORMATS = tuple(f for f in ALL_FORMATS if f != "int16x8")
 REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
