@@ -203,10 +203,10 @@ def test_int16x8_is_bounded_like_a_float_file():
     assert crit.reference == "torch" and crit.max_abs_diff == references.INT16X8_MAX_ABS_DIFF
     reference = np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.2 / 3
     close = reference.copy()
-    close[0, :2] += [-0.5, 0.5] * np.float64(crit.max_abs_diff)
+    close[0, :2] += np.array([-0.5, 0.5]) * crit.max_abs_diff
     assert compare(crit, reference, close)[2] == []
     off = reference.copy()
-    off[0, :2] += [-2, 2] * np.float64(crit.max_abs_diff)  # top-1 kept, probabilities too far
+    off[0, :2] += np.array([-2.0, 2.0]) * crit.max_abs_diff  # top-1 kept, probabilities too far
     (msg,) = compare(crit, reference, off)[2]
     assert "max abs diff" in msg
 
