@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULT_BACKBONE_LR_SCALE,
                    help=f"backbone learning rate as a fraction of --lr (default: {DEFAULT_BACKBONE_LR_SCALE:g})")
     p.add_argument("--activations", action=argparse.BooleanOptionalAction, default=DEFAULT_ACTIVATIONS,
-                   help="fake-quantise the activations too while fine-tuning (per tensor, as int8 rounds them; "
-                        f"default: {'on' if DEFAULT_ACTIVATIONS else 'off'})")
+                   help="fake-quantise the activations too while fine-tuning (per tensor, ranges from 100 "
+                        "validation images, as int8 rounds them; default: "
+                        f"{'on' if DEFAULT_ACTIVATIONS else 'off'})")
     p.add_argument("--train-batchnorm", action="store_true",
                    help="let BatchNorms use batch statistics while fine-tuning (default: inference mode)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the run's)")

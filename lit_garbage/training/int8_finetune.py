@@ -4,7 +4,8 @@ Post-training int8 loses answers on models whose BatchNorm-folded kernels have a
 with running_var ~ 0 is multiplied by up to 1/sqrt(eps)): the per-channel int8 grid is then too coarse for the
 other weights of that channel. Rounding the weights onto the grid once (`int8_grid.snap_to_int8_grid_`) makes
 int8 weight quantisation exact, but moves the float model; a short fine-tune with the weights fake-quantised
-(`Int8GridFinetune`) lets the network adapt to its own int8 weights first. The checkpoint written at the end
+(`Int8GridFinetune`) lets the network adapt to its own int8 weights first, and (`activations`, the default) to
+its activations rounded with the ranges the converter's calibration will pick. The checkpoint written at the end
 holds the snapped weights, so every exported format (ONNX, SavedModel, TFLite fp32 / fp16 / int8, TFJS) is built
 from the very same int8-exact network, and int8 differs from float only by the activation quantisation.
 
@@ -37,7 +38,8 @@ from lit_garbage.training.int8_grid import (
 DEFAULT_EPOCHS = 1
 DEFAULT_LR = 1e-4
 DEFAULT_BACKBONE_LR_SCALE = 0.1
-DEFAULT_ACTIVATIONS = False
+DEFAULT_ACTIVATIONS = True  # mean int8 agreement 98.4 against 97.8 % without (README, "int8")
+CALIBRATION_IMAGES = 100  # activation ranges for --activations: as many images as the export calibrates on
 CHECKPOINT_KEY = "int8_finetune"  # what the fine-tune did, recorded in the checkpoint it writes
 
 FINETUNE_RULES = (
@@ -61,8 +63,19 @@ class Int8GridFinetune(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         add_weight_fake_quant(pl_module.net)
-        if self.activations:  # activations rounded too (`int8_grid.add_activation_fake_quant`)
-            self._hooks = add_activation_fake_quant(pl_module.net)
+        if self.activations:  # activations rounded too, with ranges from validation images
+            self._hooks = add_activation_fake_quant(pl_module.net, self._calibration(trainer, pl_module))
+
+    @staticmethod
+    def _calibration(trainer: pl.Trainer, pl_module: pl.LightningModule, images: int = CALIBRATION_IMAGES):
+        """Up to `images` validation images (the eval transform, like the export's calibration images)."""
+        seen = 0
+        for x, _ in trainer.datamodule.val_dataloader():
+            if seen >= images:
+                break
+            x = x[: images - seen].to(pl_module.device)
+            seen += len(x)
+            yield x
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         # Lightning and GarbageNet.train() put BatchNorms back into training mode: undone before every step.

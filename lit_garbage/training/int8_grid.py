@@ -10,15 +10,18 @@ channel: the converter's rounding is then exact, and int8 keeps the float model'
 `torch.fake_quantize_per_channel_affine`) makes a network train with the weights it will have in int8;
 `snap_to_int8_grid_` writes those weights for good. The activation ranges of the exported file stay the
 converter's calibration (`lit_garbage.export.tensorflow.quantize_int8`); `add_activation_fake_quant` only lets
-the network train with its activations rounded as int8 will round them (per tensor, affine, [-128, 127], ranges
-followed by moving-average min / max observers), so that it learns to keep its answers through that rounding.
+the network train with its activations rounded as int8 will round them (per tensor, affine, [-128, 127], each
+range the min / max over calibration images, as the converter's `minmax` calibration picks it, then fixed), so
+that it learns to keep its answers through that rounding.
 """
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
-from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
+from torch.ao.quantization import FakeQuantize, MinMaxObserver
 from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 from torchvision.ops import FrozenBatchNorm2d
@@ -114,20 +117,31 @@ def activation_points(net: nn.Module) -> list[tuple[str, nn.Module]]:
             if not (isinstance(m, nn.Conv2d) and i + 1 < len(points) and isinstance(points[i + 1][1], _FUSES_CONV))]
 
 
-def add_activation_fake_quant(net: nn.Module, averaging_constant: float = 0.01) -> list[RemovableHandle]:
+def add_activation_fake_quant(net: nn.Module, calibration: Iterable[torch.Tensor]) -> list[RemovableHandle]:
     """Forward hooks rounding every `activation_points` output to int8 (per tensor, affine, straight-through
-    gradients); the observers are kept on the hooks, not in the network's state dict. Remove the returned
-    handles to take them off."""
-    handles = []
+    gradients). Each range is the min / max of that tensor over the `calibration` batches (inference mode, no
+    gradients), as the converter's calibration picks it, and stays fixed afterwards. The observers live on
+    the hooks, not in the network's state dict; remove the returned handles to take them off."""
+    handles, quantizers = [], []
     for _, m in activation_points(net):
-        fq = FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
-                          qscheme=torch.per_tensor_affine, averaging_constant=averaging_constant)
+        fq = FakeQuantize(observer=MinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                          qscheme=torch.per_tensor_affine)
+        fq.disable_fake_quant()
+        quantizers.append(fq)
 
         def hook(mod, args, out, fq=fq):
             if not isinstance(out, torch.Tensor) or not out.is_floating_point():
                 return out
-            fq.to(out.device)
-            return fq(out)
+            return fq.to(out.device)(out)
 
         handles.append(m.register_forward_hook(hook))
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        for images in calibration:
+            net(images)
+    net.train(training)
+    for fq in quantizers:
+        fq.disable_observer()
+        fq.enable_fake_quant()
     return handles

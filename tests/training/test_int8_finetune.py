@@ -103,7 +103,7 @@ def test_activation_fake_quant_rounds_the_int8_tensors_and_leaves_no_trace():
     with torch.no_grad():
         before = net(x)
     keys = set(net.state_dict())
-    handles = add_activation_fake_quant(net)
+    handles = add_activation_fake_quant(net, [torch.rand(4, 3, SIZE, SIZE)])
     seen = {}
     for name, m in points[:3] + points[-3:]:  # registered after the fake-quant hooks: sees their output
         handles.append(m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(name, out.detach())))
