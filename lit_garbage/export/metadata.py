@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from lit_garbage.artifacts import (
     LABELS_FILE,
     labels_text,
 )
+from lit_garbage.files import replaced_atomically
 
 TFLITE_SUPPORT_PIP = "pip install --no-deps tflite-support==0.4.4"
 _WRITERS = "tensorflow_lite_support.metadata.python.metadata_writers"
@@ -261,9 +261,8 @@ def write_tfjs_metadata(model_json: str | Path, facts: Mapping[str, Any]) -> dic
 
 
 def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # ---------------------------------------------------------------- every file of an export

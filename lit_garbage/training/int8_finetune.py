@@ -15,7 +15,6 @@ exported, and the folded per-channel constants stay those of the checkpoint.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from lit_garbage.checks import Rule, enforce, integer, non_negative, positive
+from lit_garbage.files import replaced_atomically
 from lit_garbage.training.int8_grid import (
     add_activation_fake_quant,
     add_weight_fake_quant,
@@ -187,10 +187,8 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     written["state_dict"] = module.state_dict()
     written[CHECKPOINT_KEY] = {**settings, "val_acc_before": before, "val_acc_after": after,
                                "seconds": round(seconds, 1)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(written, tmp)
-    os.replace(tmp, out)
+    with replaced_atomically(out) as tmp:
+        torch.save(written, tmp)
     log(f"int8-ready checkpoint {out}: {epochs} epoch(s), val acc {_pct(before)} -> {_pct(after)}, "
         f"weights on the int8 grid (max error {error:.1e} steps), {seconds:.0f} s")
     return result

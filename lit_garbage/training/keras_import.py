@@ -7,7 +7,6 @@ they came from, compares Keras and torch on images and writes the checkpoint.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+from lit_garbage.files import replaced_atomically
 from lit_garbage.models.keras_backbone import (
     KerasMobileNetV2,
     _flat_layers,
@@ -87,9 +87,8 @@ def save_checkpoint(module, path: str | Path) -> Path:
     }
     if getattr(module, "keras_source", None):
         ckpt["keras_source"] = module.keras_source
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
