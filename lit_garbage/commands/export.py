@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from lit_garbage.export.exporter import Exporter, ExportError
+    from lit_garbage.export.references import INT8, INT16X8
     from lit_garbage.export.tensorflow import ConversionError
     from lit_garbage.inference.backends import ModelFileError
 
@@ -113,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     if not result.report.passed:
         print(f"error: verification failed: {result.report.verdict()} (see {result.out}/verify.md)", file=sys.stderr)
         failed = {r.name for r in result.report.results if r.status == "fail"}
-        if failed & {"tflite_int8", "tflite_int16x8"} and not exporter.weights_on_int8_grid:
+        if failed & {*INT8, *INT16X8} and not exporter.weights_on_int8_grid:
             print(f"hint: the weights of {args.model} are not on the int8 grid, and rounding them loses answers; "
                   "export an int8-ready checkpoint: `lit-garbage int8-finetune --model "
                   f"{args.model} --out READY.ckpt`, then `lit-garbage export --model READY.ckpt`", file=sys.stderr)

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         int8_finetune(args.model, args.out, epochs=args.epochs, lr=args.lr, backbone_lr_scale=args.backbone_lr_scale,
-                      freeze_batchnorm=not args.train_batchnorm, activations=args.activations, data_root=args.data_root, manifest=args.manifest,
-                      batch_size=args.batch_size, num_workers=args.num_workers, validate=not args.no_validate,
-                      seed=args.seed)
+                      freeze_batchnorm=not args.train_batchnorm, activations=args.activations,
+                      data_root=args.data_root, manifest=args.manifest, batch_size=args.batch_size,
+                      num_workers=args.num_workers, validate=not args.no_validate, seed=args.seed)
     except (ValueError, FileNotFoundError) as err:  # bad options, unsafe / foreign checkpoints, missing data
         print(f"error: {err}", file=sys.stderr)
         return 2

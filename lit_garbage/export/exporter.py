@@ -95,7 +95,7 @@ class Exporter:
         self.out = Path(out) if out is not None else default_export_dir(self.ckpt)
         self.formats = resolve_formats(formats)
         self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
-        if tflite_metadata and {"tflite", "int8", "int16x8"} & set(self.formats):
+        if tflite_metadata and any(f.startswith("tflite_") for fmt in self.formats for f in FORMAT_FILES[fmt]):
             from lit_garbage.export.metadata import (
                 missing_writer_message,
                 tflite_writer_available,

@@ -35,7 +35,8 @@ VERIFY_MD = "verify.md"
 
 LABELS = {"torch": "torch (reference)", "onnx": "ONNX (onnxruntime)", "saved_model": "SavedModel (TensorFlow)",
           "tflite_float32": "TFLite float32 (LiteRT)", "tflite_float16": "TFLite float16 (LiteRT)",
-          "tflite_int8": "TFLite int8 (LiteRT)", "tflite_int16x8": "TFLite int16x8 (LiteRT)", "tfjs": "TFJS (Node, wasm)"}
+          "tflite_int8": "TFLite int8 (LiteRT)", "tflite_int16x8": "TFLite int16x8 (LiteRT)",
+          "tfjs": "TFJS (Node, wasm)"}
 
 
 @dataclass

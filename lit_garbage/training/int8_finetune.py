@@ -57,7 +57,7 @@ class Int8GridFinetune(pl.Callback):
     Trainer without checkpointing (`int8_finetune`): a checkpoint saved mid-fit would hold parametrized keys.
     """
 
-    def __init__(self, freeze_batchnorm: bool = True, activations: bool = False) -> None:
+    def __init__(self, freeze_batchnorm: bool = True, activations: bool = DEFAULT_ACTIVATIONS) -> None:
         self.freeze_batchnorm, self.activations = freeze_batchnorm, activations
         self._hooks: list = []
 
@@ -167,8 +167,8 @@ def int8_finetune(model: str | Path, out: str | Path, *, epochs: int = DEFAULT_E
     for p in module.parameters():
         p.requires_grad_(True)
     if epochs > 0:
-        pl.Trainer(max_epochs=epochs, limit_val_batches=0, callbacks=[Int8GridFinetune(freeze_batchnorm, activations)],
-                   **quiet).fit(module, datamodule=data)
+        pl.Trainer(max_epochs=epochs, limit_val_batches=0,
+                   callbacks=[Int8GridFinetune(freeze_batchnorm, activations)], **quiet).fit(module, datamodule=data)
     else:
         snap_to_int8_grid_(module.net)
     module.hparams.update(original)  # the checkpoint describes the run's training; the fine-tune is recorded apart
