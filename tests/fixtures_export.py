@@ -71,3 +71,15 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def tiny_export(tmp_path_factory) -> dict:
     """The session's one trained + exported tiny model (see `build_tiny_export`)."""
     return build_tiny_export(tmp_path_factory)
+
+
+def op_input_types(tflite_path: str | Path) -> list[tuple[str, str]]:
+    """(op type, dtype of its first input) of every op of a .tflite file, in execution order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    graph = model.subgraphs[0]
+    dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return [(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), dtypes[graph.tensors[op.inputs[0]].type])
+            for op in graph.operators]

@@ -40,6 +40,7 @@ from lit_garbage.inference.backends import (
     load_backend,
 )
 from lit_garbage.inference.node_runtime import install_hint, node_modules
+from tests.fixtures_export import op_input_types
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["battery", "biological", "cardboard", "clothes"]
@@ -83,6 +84,19 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
     # nothing half-written or temporary left beside the export
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name or "onnx2tf" in p.name]
     assert set(exported["result"].timings) >= {"onnx", "saved_model", "int8", "int16x8", "tfjs", "verify", "total"}
+
+
+def test_the_int8_file_is_float_up_to_its_default_convolution_and_integer_after(exported):
+    from lit_garbage.export.int8_ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
+
+    ops = op_input_types(exported["out"] / FORMATS["tflite_int8"]["file"])
+    convs = [dtype for op, dtype in ops if op in CONVOLUTIONS]
+    n = DEFAULT_FLOAT_CONVOLUTIONS
+    assert 0 < n < len(convs) and convs[:n] == ["FLOAT32"] * n and set(convs[n:]) == {"INT8"}, convs
+    # float in, and once int8 the graph stays int8 up to the output's one DEQUANTIZE
+    assert ops[0][1] == "FLOAT32" and [op for op, _ in ops].count("DEQUANTIZE") == 1
+    meta = json.loads((exported["out"] / "metadata.json").read_text())
+    assert meta["int8_calibration"]["int8_float_convolutions"] == n
 
 
 def test_int16x8_is_built_only_when_asked_for():

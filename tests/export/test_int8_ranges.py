@@ -46,7 +46,7 @@ def small_saved_model(tmp_path_factory):
 
         @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="images")])
         def serve(self, images):
-            x = tf.nn.conv2d(images, self.conv, 1, "SAME")
+            x = tf.nn.conv2d(images * 2.0 - 1.0, self.conv, 1, "SAME")  # normalisation, as the exports have
             x = tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
             return {"probabilities": tf.nn.softmax(tf.matmul(x, self.dense))}
 
@@ -86,3 +86,37 @@ def test_mse_ranges_narrow_the_outlier_set_activation_scales(small_saved_model, 
         assert out.dtype == np.float32 and abs(float(out.sum()) - 1.0) < 0.05
     with pytest.raises(ConversionError, match="ranges"):
         quantize_int8(saved_model, tmp_path / "x.tflite", images, ranges="percentile")
+
+
+def _op_input_types(path) -> dict[str, list[str]]:
+    """Per op type of the file, the dtype names of its first input, in execution order."""
+    from tests.fixtures_export import op_input_types
+
+    types: dict[str, list[str]] = {}
+    for op, dtype in op_input_types(path):
+        types.setdefault(op, []).append(dtype)
+    return types
+
+
+def test_the_graph_stays_float_up_to_the_nth_convolution_and_int8_after(small_saved_model, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from lit_garbage.export.exporter import Exporter, ExportError
+    from lit_garbage.export.tensorflow import ConversionError, quantize_int8
+
+    saved_model, images = small_saved_model
+    int8 = _op_input_types(quantize_int8(saved_model, tmp_path / "int8.tflite", images))
+    kept = quantize_int8(saved_model, tmp_path / "kept.tflite", images, float_convolutions=1)
+    mixed = _op_input_types(kept)
+    assert int8["CONV_2D"] == ["INT8"] and mixed["CONV_2D"] == ["FLOAT32"], (int8, mixed)
+    assert int8["MUL"] == ["INT8"] and mixed["MUL"] == ["FLOAT32"]  # the normalisation before it too
+    assert mixed["FULLY_CONNECTED"] == ["INT8"]  # the rest of the graph stays integer
+    it = Interpreter(model_path=str(kept))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], images[:1])
+    it.invoke()
+    assert abs(float(it.get_tensor(it.get_output_details()[0]["index"]).sum()) - 1.0) < 0.05
+    with pytest.raises(ConversionError, match=r"2 float convolutions asked \(--int8-float-convs\), the model has 1"):
+        quantize_int8(saved_model, tmp_path / "x.tflite", images, float_convolutions=2)
+    with pytest.raises(ExportError, match="--int8-float-convs must be an integer >= 0"):
+        Exporter(tmp_path / "model.ckpt", formats=["int8"], int8_float_convolutions=-1)
