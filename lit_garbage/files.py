@@ -1,10 +1,10 @@
 """Files written whole or not at all.
 
 Every file another process may read while it is written (a run's manifest and metrics, checkpoints, the image
-cache, prediction tables, model files given their metadata) goes through `replaced_atomically`: written to a temporary file beside its target,
-then renamed onto it (`os.replace` is atomic within one file system). A DDP rank, a later `--resume` or
-another user sees the previous file or the new one, never half of one; an error or an interrupt leaves no
-temporary file behind.
+cache, prediction tables, model files given their metadata) goes through `replaced_atomically`: written to a
+temporary file beside its target, then renamed onto it (`os.replace` is atomic within one file system). A DDP
+rank, a later `--resume` or another user sees the previous file or the new one, never half of one; an error or an
+interrupt leaves no temporary file behind.
 """
 
 from __future__ import annotations

@@ -105,7 +105,11 @@ class Exporter:
             if not tflite_writer_available():  # found out now, not after minutes of conversion
                 raise ExportError(missing_writer_message())
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
-        from lit_garbage.export.int8_ranges import DEFAULT_FLOAT_CONVOLUTIONS, DEFAULT_RANGES, RANGE_CHOICES
+        from lit_garbage.export.int8_ranges import (
+            DEFAULT_FLOAT_CONVOLUTIONS,
+            DEFAULT_RANGES,
+            RANGE_CHOICES,
+        )
 
         self.int8_ranges = int8_ranges or DEFAULT_RANGES
         if self.int8_ranges not in RANGE_CHOICES:
