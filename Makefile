@@ -40,7 +40,15 @@ $(TFJS_DIR)/node_modules/.package-lock.json: $(TFJS_DIR)/package-lock.json
 /usr/bin/chromedriver:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-setup: $(VENV)/.installed $(TFJS_DIR)/node_modules/.package-lock.json
+# tflite-support's compiled modules (the TFLite Metadata writer) link libusb-1.0, which a minimal Debian lacks:
+# Debian's libusb-1.0-0, installed only where it is missing (apt needs root, as in CI).
+.PHONY: system-libs
+system-libs:
+	@python3 -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('usb-1.0') is None)" || { \
+	  echo "installing libusb-1.0-0 (Debian) for tflite-support's metadata writer"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0; }
+
+setup: system-libs $(VENV)/.installed $(TFJS_DIR)/node_modules/.package-lock.json
 
 test-setup: setup /usr/bin/chromedriver
 

@@ -97,13 +97,11 @@ class Exporter:
         self.formats = resolve_formats(formats)
         self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
         if tflite_metadata and any(f.startswith("tflite_") for fmt in self.formats for f in FORMAT_FILES[fmt]):
-            from lit_garbage.export.metadata import (
-                missing_writer_message,
-                tflite_writer_available,
-            )
+            from lit_garbage.export.metadata import tflite_writer_problem
 
-            if not tflite_writer_available():  # found out now, not after minutes of conversion
-                raise ExportError(missing_writer_message())
+            problem = tflite_writer_problem()
+            if problem:  # found out now, not after minutes of conversion
+                raise ExportError(problem)
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
         from lit_garbage.export.int8_ranges import (
             DEFAULT_FLOAT_CONVOLUTIONS,

@@ -52,6 +52,7 @@ from lit_garbage.files import replaced_atomically
 
 TFLITE_SUPPORT_PIP = "pip install --no-deps tflite-support==0.4.4"
 _WRITERS = "tensorflow_lite_support.metadata.python.metadata_writers"
+LIBUSB_APT = "apt-get install libusb-1.0-0"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store: reproducible files
 PROBE_INPUTS = 4  # random images run through each TFLite file before and after writing its metadata
 
@@ -60,11 +61,22 @@ class MetadataError(RuntimeError):
     """Metadata cannot be written (writer missing) or writing it would change the model."""
 
 
-def tflite_writer_available() -> bool:
+def tflite_writer_problem() -> str | None:
+    """Why TFLite metadata cannot be written here (the writer is missing, or installed but does not load), or
+    None when it loads."""
     try:
-        return importlib.util.find_spec(_WRITERS) is not None
+        if importlib.util.find_spec(_WRITERS) is None:
+            return missing_writer_message()
     except ModuleNotFoundError:  # the parent package is not installed
-        return False
+        return missing_writer_message()
+    try:
+        importlib.import_module(f"{_WRITERS}.metadata_writer")
+    except ImportError as err:  # its compiled modules link libusb-1.0, which a minimal system lacks
+        return (f"tflite-support's TFLite metadata writer is installed but does not load: {err}. Its compiled "
+                f"modules need the system library libusb-1.0 (Debian / Ubuntu: `{LIBUSB_APT}`; `make setup` "
+                "installs it), or export with --no-tflite-metadata (MediaPipe and the LiteRT Task Library cannot "
+                "load .tflite files without metadata)")
+    return None
 
 
 def missing_writer_message() -> str:
@@ -74,8 +86,9 @@ def missing_writer_message() -> str:
 
 
 def _tflite_libs():
-    if not tflite_writer_available():
-        raise MetadataError(missing_writer_message())
+    problem = tflite_writer_problem()
+    if problem:
+        raise MetadataError(problem)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as fb
     from tensorflow_lite_support.metadata.python.metadata_writers import (
         metadata_info,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -296,7 +297,7 @@ def test_a_file_with_its_metadata_stripped_falls_back_to_numbered_classes(export
 
 def test_export_without_tflite_support_fails_early_naming_the_pip_command(export, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(md, "_WRITERS", "tflite_support_not_installed_here.metadata_writers")
-    assert not md.tflite_writer_available()
+    assert md.tflite_writer_problem() == md.missing_writer_message()
     code = export_main(["--model", str(export["ckpt"]), "--out", str(tmp_path / "o"), "--formats", "int8"])
     assert code == 2
     err = capsys.readouterr().err
@@ -311,3 +312,20 @@ def test_export_without_tflite_support_fails_early_naming_the_pip_command(export
     assert (copy / "model_float32.tflite").read_bytes() == bare
     (note,) = exp.metadata_notes()
     assert note.startswith("**WARNING** `model_float32.tflite`") and "MediaPipe" in note
+
+
+def test_export_with_a_writer_that_does_not_load_fails_early_naming_the_system_library(export, tmp_path,
+                                                                                      monkeypatch, capsys):
+    # Installed, yet its compiled modules cannot load (a minimal system without libusb-1.0): found out before
+    # any conversion, with the library and the opt-out named, not as a traceback after minutes of work.
+    assert md.tflite_writer_problem() is None
+    monkeypatch.setitem(sys.modules, f"{md._WRITERS}.metadata_writer", None)  # its import now raises ImportError
+    problem = md.tflite_writer_problem()
+    assert problem and "does not load" in problem and md.LIBUSB_APT in problem
+    code = export_main(["--model", str(export["ckpt"]), "--out", str(tmp_path / "o"), "--formats", "int8"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert md.LIBUSB_APT in err and "--no-tflite-metadata" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(md.MetadataError, match="libusb-1.0"):
+        md.tflite_with_metadata((export["out"] / "model_float32.tflite").read_bytes(), export["facts"])
