@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare-keras": ("lit_garbage.lab.compare_keras", "lab: the seed recipe trained here and with Keras, same split"),
     "ablate": ("lit_garbage.lab.ablate", "lab: the improved recipe's ablation, one change per row"),
     "cv": ("lit_garbage.lab.cv", "lab: recipes compared by k-fold cross-validation and on an independent test set"),
+    "latency": ("lit_garbage.lab.latency", "lab: single-image latency of model files side by side on this machine"),
 }
 
 # The extra of pyproject.toml that brings a third-party package: what to install when a command needs it.
