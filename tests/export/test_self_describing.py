@@ -97,6 +97,22 @@ def _mediapipe_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _reference_kernels(path: Path):
+    """The .tflite file on LiteRT's reference kernels (no XNNPACK): HWC uint8 RGB -> probabilities."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+
+    def run(hwc_uint8: np.ndarray) -> np.ndarray:
+        it.set_tensor(inp["index"], hwc_uint8[None].astype(np.float32) / 255.0)
+        it.invoke()
+        return it.get_tensor(out["index"])[0].copy()
+
+    return run
+
+
 def _nchw(hwc_uint8: np.ndarray) -> np.ndarray:
     return (hwc_uint8.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
 
@@ -191,9 +207,10 @@ def test_mediapipe_loads_the_file_alone_and_names_our_classes_on_real_photos(exp
     path = _alone(export["out"] / FORMATS[name]["file"], tmp_path)
     ours = load_backend(path, threads=1)  # the project's LiteRT pipeline on the same file
     torch_ref = load_backend(export["ckpt"])
-    tol = 4e-3 if name in ("tflite_int8", "tflite_int16x8") else 1e-4  # measured 0.0 (int8, int16x8) and <= 3.6e-6
+    integer = name in ("tflite_int8", "tflite_int16x8")
+    reference = _reference_kernels(path) if integer else None
     full_agree = emulated_agree = 0
-    worst = 0.0
+    worst = spread = 0.0
     with _classifier(path) as classifier:
         for photo, full, pre in photos:
             p_ours = ours.predict(_nchw(pre))[0]
@@ -201,6 +218,8 @@ def test_mediapipe_loads_the_file_alone_and_names_our_classes_on_real_photos(exp
             top, scores = _mediapipe_scores(classifier, pre)
             assert top == CLASSES[int(p_ours.argmax())], photo
             worst = max(worst, float(np.abs(scores - p_ours).max()))
+            if integer:
+                spread = max(spread, float(np.abs(reference(pre) - p_ours).max()))
             if name == "tflite_float32":
                 p_torch = torch_ref.predict(_nchw(pre))[0]
                 first, second = np.sort(p_torch)[::-1][:2]
@@ -210,9 +229,16 @@ def test_mediapipe_loads_the_file_alone_and_names_our_classes_on_real_photos(exp
             top_full, _ = _mediapipe_scores(classifier, full)
             full_agree += top_full == CLASSES[int(p_ours.argmax())]
             emulated_agree += top_full == CLASSES[int(ours.predict(_nchw(_mediapipe_resize(full, IMAGE_SIZE))).argmax())]
-    assert worst <= tol
+    # Float files: the same arithmetic (measured <= 3.6e-6). Integer kernels round differently from one
+    # implementation to the next (LiteRT's XNNPACK and reference kernels, MediaPipe's own build; measured on the
+    # real seed model's int8 files, 20 photos: 2.3e-2 to 6.6e-2 between any two of them, top-1 equal):
+    # MediaPipe must stay within twice the spread of LiteRT's own two kernel sets on these photos, and one int8
+    # output step (1/256).
+    tol = max(1 / 256, 2 * spread) if integer else 1e-4
+    assert worst <= tol, f"MediaPipe differs from ours by {worst:.2e}; LiteRT's own kernels by {spread:.2e}"
     n = len(photos)
-    print(f"\n{name}: MediaPipe top-1 = ours on {n}/{n} pre-resized photos (max score diff {worst:.1e}); "
+    print(f"\n{name}: MediaPipe top-1 = ours on {n}/{n} pre-resized photos (max score diff {worst:.1e}; LiteRT's "
+          f"reference kernels vs ours {spread:.1e}); "
           f"full-size photos (MediaPipe's own resize): {full_agree}/{n} = ours, {emulated_agree}/{n} = ours on "
           "MediaPipe's resize emulated")
     # What differs on full-size photos is MediaPipe's resize alone: emulating it gives MediaPipe's answer
