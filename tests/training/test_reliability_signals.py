@@ -21,8 +21,10 @@ from tests.reliability_support import call_main, env, fit_cmd, popen, wait_for
 
 # lr 0.05 on the synthetic set (seed 42, one thread): a non-improving epoch 2 (asserted below, not assumed).
 ARGS = ("--model.lr", "0.05", "--early_stopping.patience", "5")
-# Three batches an epoch less than the default: batch 8 gives 13 train batches, time to signal mid-epoch.
-SMALL_BATCHES = ("--data.batch_size", "8")
+# Small batches, many steps an epoch: batch 2 gives 52 train batches (1-3 s an epoch), so the signal sent
+# 0.8 s into epoch 1 lands mid-epoch on fast and slow machines alike (with batch 8, 13 batches, a fast CPU had
+# finished the epoch before the signal).
+SMALL_BATCHES = ("--data.batch_size", "2")
 
 
 def _steps(path: Path) -> int:
@@ -97,7 +99,14 @@ def test_last_ckpt_is_the_last_completed_epoch(synthetic_root, tmp_path):
     from lit_garbage.training.cli import main
 
     run_dir = tmp_path / "run"
-    main(fit_args(synthetic_root, run_dir, "--trainer.max_epochs", "3", *ARGS))
+    # In-process: one thread, as ARGS's precondition was measured (with two, epoch 2 is a new best), whatever
+    # thread count the tests before this one left.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(fit_args(synthetic_root, run_dir, "--trainer.max_epochs", "3", *ARGS))
+    finally:
+        torch.set_num_threads(threads)
     val = {int(r["epoch"]): float(r["val_loss"]) for r in csv.DictReader((run_dir / "metrics.csv").open())
            if r.get("val_loss") and int(r["epoch"]) < 3}
     assert val[2] > min(val[0], val[1]), f"precondition: epoch 2 should not be a new best, got {val}"
