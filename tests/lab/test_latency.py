@@ -9,6 +9,17 @@ import pytest
 from lit_garbage.lab import latency
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A checkpoint timed with `--threads N` sets torch's process-wide thread count: the tests after these keep
+    the count they would have had (a gradient check in the lab tests moves past its bound with another one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_files_are_timed_side_by_side_with_ratios_to_the_first(tiny_export, tmp_path, capsys):
     out = tiny_export["out"]
     files = [out / "model_float32.tflite", out / "model_int8.tflite", out / "model.onnx", tiny_export["ckpt"]]
