@@ -34,7 +34,7 @@ DEFAULT_RANGES = "minmax"
 # top-1 agreement over six sets 97.1 % for 0, 99.2 % for 8, 99.3 % for 16) and costs latency (AVX-512 CPU, one
 # thread: 0.59-0.61x of float32 for 0, 0.50-0.58x for 1-3 since the stem is slower in int8 than in float,
 # 0.56-0.62x for 8, 0.63-0.64x for 16): 8 sits at 0.6x with every int8 accuracy within 0.5 points of float
-# (4 and less lost up to 1.5 on one set).
+# (1-4 lost up to 1.5 on one set).
 DEFAULT_FLOAT_CONVOLUTIONS = 8
 
 
