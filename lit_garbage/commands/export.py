@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"formats to export: {' '.join(ALL_FORMATS)} (default: all but int16x8)")
     p.add_argument("--calib-images", type=int, default=100,
                    help="training-split images used to calibrate int8 (default: 100)")
-    from lit_garbage.export.int8_ranges import DEFAULT_FLOAT_CONVOLUTIONS, DEFAULT_RANGES, RANGE_CHOICES
+    from lit_garbage.export.int8_ranges import (
+        DEFAULT_FLOAT_CLASSIFIER,
+        DEFAULT_FLOAT_CONVOLUTIONS,
+        DEFAULT_RANGES,
+        RANGE_CHOICES,
+    )
 
     p.add_argument("--int8-ranges", choices=RANGE_CHOICES, default=DEFAULT_RANGES,
                    help="int8 activation ranges: minmax (the calibrator's), mse (least squared error, every op "
@@ -61,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the int8 file stays float32 up to its N-th convolution (input normalisation, stem, first "
                         "blocks): closer to float and faster on CPU (README, \"int8\"); 0: int8 from the input; "
                         f"default: {DEFAULT_FLOAT_CONVOLUTIONS}")
+    p.add_argument("--int8-float-classifier", action=argparse.BooleanOptionalAction, default=DEFAULT_FLOAT_CLASSIFIER,
+                   help="keep the int8 file's last dense layer and softmax float32 (int8 probabilities sit on 256 "
+                        "levels, where near ties collapse; README, \"int8\"); default: on")
     p.add_argument("--verify-images", type=int, default=64,
                    help="test-split images run through every backend (default: 64)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
@@ -101,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
                             data_root=args.data_root, manifest=args.manifest, verbose=args.verbose,
                             model_name=args.model_name, model_version=args.model_version,
                             tflite_metadata=not args.no_tflite_metadata, int8_ranges=args.int8_ranges,
-                            int8_float_convolutions=args.int8_float_convs)
+                            int8_float_convolutions=args.int8_float_convs,
+                            int8_float_classifier=args.int8_float_classifier)
         result = exporter.run()
     except (ModelFileError, ExportError, ConversionError) as err:
         print(f"error: {err}", file=sys.stderr)

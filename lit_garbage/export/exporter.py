@@ -86,7 +86,7 @@ class Exporter:
                  verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
                  model_version: str | None = None, tflite_metadata: bool = True,
                  int8_ranges: str | None = None, int8_float_convolutions: int | None = None,
-                 int8_agreement: float = INT8_AGREEMENT,
+                 int8_float_classifier: bool | None = None, int8_agreement: float = INT8_AGREEMENT,
                  warn: Callable[[str], None] | None = None) -> None:
         if calib_images < 1:
             raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
@@ -104,6 +104,7 @@ class Exporter:
                 raise ExportError(problem)
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
         from lit_garbage.export.int8_ranges import (
+            DEFAULT_FLOAT_CLASSIFIER,
             DEFAULT_FLOAT_CONVOLUTIONS,
             DEFAULT_RANGES,
             RANGE_CHOICES,
@@ -117,6 +118,8 @@ class Exporter:
         if not isinstance(int8_float_convolutions, int) or int8_float_convolutions < 0:
             raise ExportError(f"--int8-float-convs must be an integer >= 0, got {int8_float_convolutions!r}")
         self.int8_float_convolutions = int8_float_convolutions
+        self.int8_float_classifier = DEFAULT_FLOAT_CLASSIFIER if int8_float_classifier is None \
+            else bool(int8_float_classifier)
         self.int8_agreement = int8_agreement  # the int8 file's top-1 agreement threshold
         self.data_root, self.manifest = data_root, manifest
         self.verbose, self.log = verbose, log
@@ -265,7 +268,8 @@ class Exporter:
             self._calibration = calib.transpose(0, 2, 3, 1)
             self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
                                 "manifest": self.data.manifest_path.name, "ranges": self.int8_ranges,
-                                "int8_float_convolutions": self.int8_float_convolutions}
+                                "int8_float_convolutions": self.int8_float_convolutions,
+                                "int8_float_classifier": self.int8_float_classifier}
         return self._calibration
 
     def export_int8(self) -> None:
@@ -273,9 +277,10 @@ class Exporter:
 
         calib = self._calibration_nhwc()
         floats = f", first {self.int8_float_convolutions} convolutions float" if self.int8_float_convolutions else ""
+        floats += ", classifier output float" if self.int8_float_classifier else ""
         self.log(f"  calibrating int8 on {len(calib)} training images ({self.int8_ranges} ranges{floats})")
         quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib, ranges=self.int8_ranges,
-                      float_convolutions=self.int8_float_convolutions)
+                      float_convolutions=self.int8_float_convolutions, float_classifier=self.int8_float_classifier)
 
     def export_int16x8(self) -> None:
         from lit_garbage.export.tensorflow import quantize_int16x8

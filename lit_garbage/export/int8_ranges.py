@@ -1,5 +1,5 @@
 """int8 choices between calibration and quantisation: each activation's range (the calibrator's min / max, or
-the clipping range of least squared error) and the float prefix of the graph.
+the clipping range of least squared error), the float prefix of the graph and its float classifier output.
 
 TensorFlow's converter quantises in two steps: calibration records every tensor's min / max over the
 representative images (`converter._experimental_calibrate_only`), then `mlir_quantize` turns each recorded
@@ -36,6 +36,12 @@ DEFAULT_RANGES = "minmax"
 # 0.56-0.62x for 8, 0.63-0.64x for 16): 8 sits at 0.6x with every int8 accuracy within 0.5 points of float
 # (1-4 lost up to 1.5 on one set).
 DEFAULT_FLOAT_CONVOLUTIONS = 8
+# The classifier's last dense layer and its softmax stay float32 by default (`quantize_int8(float_classifier=)`):
+# in int8 the softmax writes probabilities on 256 levels (scale 1/256), so two near classes round to the same
+# level and argmax takes the lower index. Measured on a real seed model's int8-finetune checkpoint with the float
+# prefix of 8 (README, "int8"): mean KL divergence from float32 0.029 -> 0.0016, top-1 agreement over test / val /
+# smoke 98.97 -> 99.23 %, 0.01 MB more; a float pooling and first dense layer as well changed nothing further.
+DEFAULT_FLOAT_CLASSIFIER = True
 
 
 def _name(tensor) -> str:
@@ -138,6 +144,20 @@ def float_prefix(calibrated: bytes, convolutions: int) -> list[str]:
             return names
     raise ValueError(f"{convolutions} float convolutions asked (--int8-float-convs), the model has {seen}: "
                      "pass a smaller number")
+
+
+def float_classifier(calibrated: bytes) -> list[str]:
+    """Output tensor names of every op of `calibrated` from its last FULLY_CONNECTED on, in execution order: the
+    logits and the softmax."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    kinds = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in graph.operators]
+    if "FULLY_CONNECTED" not in kinds:
+        raise ValueError("the graph has no dense layer to keep float (--no-int8-float-classifier)")
+    last = len(kinds) - 1 - kinds[::-1].index("FULLY_CONNECTED")
+    return [_name(graph.tensors[op.outputs[0]]) for op in graph.operators[last:]]
 
 
 def quantize_calibrated(calibrated: bytes, float_nodes: Sequence[str] = ()) -> bytes:

@@ -86,17 +86,22 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
     assert set(exported["result"].timings) >= {"onnx", "saved_model", "int8", "int16x8", "tfjs", "verify", "total"}
 
 
-def test_the_int8_file_is_float_up_to_its_default_convolution_and_integer_after(exported):
+def test_the_int8_file_is_float_up_to_its_default_convolution_integer_after_and_float_at_the_classifier(exported):
     from lit_garbage.export.int8_ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
 
     ops = op_input_types(exported["out"] / FORMATS["tflite_int8"]["file"])
     convs = [dtype for op, dtype in ops if op in CONVOLUTIONS]
     n = DEFAULT_FLOAT_CONVOLUTIONS
     assert 0 < n < len(convs) and convs[:n] == ["FLOAT32"] * n and set(convs[n:]) == {"INT8"}, convs
-    # float in, and once int8 the graph stays int8 up to the output's one DEQUANTIZE
+    # float in; once int8 the graph stays int8 up to one DEQUANTIZE before the classifier's last dense layer, which
+    # and the softmax are float (the default)
     assert ops[0][1] == "FLOAT32" and [op for op, _ in ops].count("DEQUANTIZE") == 1
+    kinds = [op for op, _ in ops]
+    assert kinds[-3:] == ["DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX"] and ops[-2][1] == ops[-1][1] == "FLOAT32", ops
+    assert [dtype for op, dtype in ops[:-3] if op == "FULLY_CONNECTED"] == ["INT8"]
     meta = json.loads((exported["out"] / "metadata.json").read_text())
     assert meta["int8_calibration"]["int8_float_convolutions"] == n
+    assert meta["int8_calibration"]["int8_float_classifier"] is True
 
 
 def test_int16x8_is_built_only_when_asked_for():

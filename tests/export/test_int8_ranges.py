@@ -98,7 +98,7 @@ def _op_input_types(path) -> dict[str, list[str]]:
     return types
 
 
-def test_the_graph_stays_float_up_to_the_nth_convolution_and_int8_after(small_saved_model, tmp_path):
+def test_the_graph_stays_float_up_to_the_nth_convolution_and_from_the_classifier_on(small_saved_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from lit_garbage.export.exporter import Exporter, ExportError
@@ -116,6 +116,13 @@ def test_the_graph_stays_float_up_to_the_nth_convolution_and_int8_after(small_sa
     it.set_tensor(it.get_input_details()[0]["index"], images[:1])
     it.invoke()
     assert abs(float(it.get_tensor(it.get_output_details()[0]["index"]).sum()) - 1.0) < 0.05
+    classifier = _op_input_types(quantize_int8(saved_model, tmp_path / "classifier.tflite", images,
+                                               float_classifier=True))
+    # the last dense layer and the softmax float; everything before them int8 as without the option
+    assert classifier["FULLY_CONNECTED"][:-1] == int8["FULLY_CONNECTED"][:-1] and \
+        classifier["FULLY_CONNECTED"][-1] == "FLOAT32" and int8["FULLY_CONNECTED"][-1] == "INT8", (int8, classifier)
+    assert classifier["SOFTMAX"] == ["FLOAT32"] and int8["SOFTMAX"] == ["INT8"]
+    assert classifier["CONV_2D"] == ["INT8"]
     with pytest.raises(ConversionError, match=r"2 float convolutions asked \(--int8-float-convs\), the model has 1"):
         quantize_int8(saved_model, tmp_path / "x.tflite", images, float_convolutions=2)
     with pytest.raises(ExportError, match="--int8-float-convs must be an integer >= 0"):
