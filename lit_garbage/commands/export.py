@@ -69,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-float-classifier", action=argparse.BooleanOptionalAction, default=DEFAULT_FLOAT_CLASSIFIER,
                    help="keep the int8 file's last dense layer and softmax float32 (int8 probabilities sit on 256 "
                         "levels, where near ties collapse; README, \"int8\"); default: on")
-    p.add_argument("--verify-images", type=int, default=64,
-                   help="test-split images run through every backend (default: 64)")
+    from lit_garbage.export.references import VERIFY_IMAGES
+
+    p.add_argument("--verify-images", type=int, default=VERIFY_IMAGES,
+                   help=f"test-split images run through every backend (default: {VERIFY_IMAGES}; the int8 check "
+                        "tightens with more)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
     add_data(p, "dataset folder, if it moved since training")
     p.add_argument("--model-name", default=None, help="name written into every model file (default: lit-garbage)")

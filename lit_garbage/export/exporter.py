@@ -22,7 +22,7 @@ import numpy as np
 
 from lit_garbage.artifacts import build_metadata, embedded_facts, write_metadata
 from lit_garbage.data.manifest import file_hash
-from lit_garbage.export.references import INT8_AGREEMENT
+from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_classifier
@@ -81,7 +81,7 @@ def resolve_formats(requested: Sequence[str] | None) -> list[str]:
 
 class Exporter:
     def __init__(self, ckpt: str | Path, out: str | Path | None = None, formats: Sequence[str] | None = None,
-                 calib_images: int = 100, verify_images: int = 64, verify: bool = True,
+                 calib_images: int = 100, verify_images: int = VERIFY_IMAGES, verify: bool = True,
                  data_root: str | Path | None = None, manifest: str | Path | None = None,
                  verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
                  model_version: str | None = None, tflite_metadata: bool = True,

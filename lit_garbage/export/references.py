@@ -7,7 +7,8 @@
   constants and compute in float32 on CPU). Rounding torch's own, unfolded weights is not what the
   converter rounds: on the real seed model it moves the probabilities by 0.065, where the fp16 file
   differs from plain torch by 0.027 and from this reference by 2.0e-4.
-- TFLite int8 against torch, by top-1 agreement only (its own threshold, `int8_agreement`).
+- TFLite int8 against torch, by top-1 agreement only: it fails when more images disagree than a file agreeing
+  on `int8_agreement` of all images would show by chance on this many (`int8_allowed_disagreements`).
 - TFLite int16x8 (int16 activations, int8 weights) against torch with a max-abs-diff bound like the float
   files, from its own measurement (`INT16X8_MAX_ABS_DIFF`).
 
@@ -35,11 +36,27 @@ import numpy as np
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MAX_ABS_DIFF = 1e-3  # 5x the largest measured against the fold + round reference
 FP16_FALLBACK_MAX_ABS_DIFF = 1e-2  # fp16 against plain torch, only when there is no fold + round reference
+# A sound int8 file changes top-1 on 0-1.5 % of real photos (README, "int8"), and where it does, torch's margin
+# was up to 0.66 (`MEASURED['int8_vs_torch']`): neither a probability bound nor a margin separates sound from
+# broken, and a fixed fraction of a few dozen images fails sound files by chance (98 % of 64 images allows one
+# disagreement: a file agreeing on 99 % of all photos then fails with probability 0.13, one at 98.5 % with 0.25;
+# a real seed model's sound export failed so, 2 of 64). So int8 fails
+# when its disagreements exceed what a file agreeing on INT8_AGREEMENT of all images shows with probability
+# INT8_FALSE_FAILURE: the binomial's quantile. A broken file (wrong normalisation, class order, weights, size)
+# disagrees on most images.
 INT8_AGREEMENT = 0.98
+INT8_FALSE_FAILURE = 1e-3
+# Test-split images verification runs through every file. The int8 bound tightens with them: of 64 images up to
+# 6 may differ (a file agreeing on 90 % still passes with probability 0.54), of 256 up to 13 (0.003); they cost
+# about 15 s more than 64 on a real 160 px model (torch, TFJS in Node and the others, 2 cores).
+VERIFY_IMAGES = 256
 INT16X8_MAX_ABS_DIFF = 5e-2  # 2x the largest measured, 10x the real models' (MEASURED['int16x8_vs_torch'])
 FOLD_TOLERANCE = 5e-5  # folded float32 model vs the original (probabilities); MEASURED['fold_check']
 # int8 has no max-abs-diff bound; a disagreement is called a near tie when torch's margin is below this.
 INT8_NEAR_TIE_MARGIN = 0.1
+# A failing int8 file is explained by a usual fault when that fault's outputs come this close to the file's:
+# 2x the largest difference of sound int8 files from torch (`MEASURED['int8_vs_torch']`).
+INT8_DIAGNOSIS_BOUND = 0.5
 
 # Measured 2026-12-01 (probabilities, max abs diff over the images; the two real 10-class models, 160 px, on
 # their 281 test images; SavedModel and TFJS on the export's 64).
@@ -51,6 +68,10 @@ MEASURED = {
     "fold_check": "1.3e-5 (seed), 5.6e-6 (improved)",
     # 200 smoke photos; the two real models' int8-ready checkpoints (weights on the int8 grid). From their
     # training checkpoints int16x8 misses like int8 does (0.22 / 0.60): the weights' rounding changes them.
+    "int8_vs_torch": "int8-finetune checkpoints, float prefix 8: top-1 changed on 0-1.5 % of 281 test, 281 "
+                     "validation and 200 smoke photos per set (2026-12-02); margins of the changed images 0.003-0.24 "
+                     "(with a float prefix of 1 up to 0.66); largest probability difference 0.22 (0.25 with a "
+                     "float prefix of 3)",
     "int16x8_vs_torch": "2.8e-3 / 4.5e-3 (seed, `int8-finetune --epochs 0` / 1), 7.5e-3 / 5.4e-3 (improved), "
                         "top-1 100 %; 0.024 on the test suite's tiny 64 px model trained from scratch",
 }
@@ -67,10 +88,17 @@ class Criterion:
 
     reference: str  # "torch" or "torch_fp16" (fold + round)
     max_abs_diff: float | None = None  # None: not bounded
-    top1: str = "margin"  # "margin": every top-1 equal except near ties; "fraction": agreement >= top1_agreement
-    top1_agreement: float = 1.0
+    top1: str = "margin"  # "margin": every top-1 equal except near ties; "fraction": no more disagreements than
+    top1_agreement: float = 1.0  # a file agreeing on top1_agreement shows by chance (`int8_allowed_disagreements`)
     near_tie_margin: float = 0.0  # reference top-1 / top-2 margin below which a disagreement is a near tie
     why: str = ""
+    # How close a usual fault's outputs (class order, normalisation) must come to a failing file's to explain it;
+    # None: max_abs_diff.
+    diagnosis_bound: float | None = None
+
+    @property
+    def explained_within(self) -> float | None:
+        return self.max_abs_diff if self.diagnosis_bound is None else self.diagnosis_bound
 
     def limits(self) -> dict[str, float]:
         """The bounds as numbers (verify.json `thresholds`)."""
@@ -89,7 +117,8 @@ class Criterion:
         if self.top1 == "margin":
             parts.append(f"every top-1 equal (near ties: margin < {self.near_tie_margin:g})")
         else:
-            parts.append(f"top-1 >= {100 * self.top1_agreement:g} %")
+            parts.append(f"top-1 agreement consistent with {100 * self.top1_agreement:g} % (binomial: fails when "
+                         f"more images differ than such a file shows with probability {INT8_FALSE_FAILURE:g})")
         return ", ".join(parts)
 
 
@@ -109,13 +138,23 @@ def criteria(int8_agreement: float = INT8_AGREEMENT, fp16_reference: bool = True
                          why="No fold + round reference (see the note): plain torch with the former bound; fp16 "
                              f"rounding alone moves real models by {MEASURED['fp16_vs_torch']}")
     int8 = Criterion("torch", None, top1="fraction", top1_agreement=float(int8_agreement),
-                     near_tie_margin=INT8_NEAR_TIE_MARGIN,
-                     why="Int8 changes probabilities too much for a max-abs-diff bound; top-1 agreement "
-                         "with torch, threshold set by the exporter")
+                     near_tie_margin=INT8_NEAR_TIE_MARGIN, diagnosis_bound=INT8_DIAGNOSIS_BOUND,
+                     why="Int8 changes probabilities too much for a max-abs-diff bound, and top-1 on some "
+                         f"images: measured {MEASURED['int8_vs_torch']}. It fails when more images differ than "
+                         f"chance gives a file agreeing on {100 * float(int8_agreement):g} % of all images "
+                         "(the threshold set by the exporter)")
     int16x8 = Criterion("torch", INT16X8_MAX_ABS_DIFF, near_tie_margin=2 * INT16X8_MAX_ABS_DIFF,
                         why=f"int16 activations keep float's answers: measured {MEASURED['int16x8_vs_torch']}")
     return {**{n: fp32 for n in FLOAT32}, **{n: fp16 for n in FLOAT16}, **{n: int8 for n in INT8},
             **{n: int16x8 for n in INT16X8}}
+
+
+def int8_allowed_disagreements(images: int, agreement: float) -> int:
+    """The most top-1 disagreements among `images` that a file agreeing on `agreement` of all images shows
+    except with probability `INT8_FALSE_FAILURE` (the binomial's upper quantile)."""
+    from scipy.stats import binom
+
+    return int(binom.ppf(1.0 - INT8_FALSE_FAILURE, images, 1.0 - agreement))
 
 
 # ---------------------------------------------------------------- top-1 with margins

@@ -189,13 +189,26 @@ def test_near_tie_is_reported_and_a_real_flip_fails():
     assert "top-1 differs on 1 of 3 images" in broken[1] and "not near ties" in broken[1]
 
 
-def test_int8_is_judged_by_top1_agreement_with_its_own_threshold():
-    reference = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]] * 0.8 + 0.2 / 3
+def test_int8_fails_only_on_more_disagreements_than_chance_allows_a_sound_file():
+    from scipy.stats import binom
+
+    # the allowed count is the binomial's quantile: a file agreeing on 98 % exceeds it with probability <= 1e-3
+    for n in (10, 64, 256, 1000):
+        k = references.int8_allowed_disagreements(n, 0.98)
+        assert binom.sf(k, n, 0.02) <= references.INT8_FALSE_FAILURE < binom.sf(k - 1, n, 0.02), n
+    assert references.int8_allowed_disagreements(64, 0.98) == 6 and references.int8_allowed_disagreements(256, 0.98) == 13
+    assert references.int8_allowed_disagreements(256, 0.999) < references.int8_allowed_disagreements(256, 0.98)
+
+    crit = references.criteria(0.98)["tflite_int8"]
+    reference = np.eye(10)[np.arange(256) % 10] * 0.8 + 0.02
     probs = reference.copy()
-    probs[0] = probs[1]  # one of ten disagrees: 90 %
-    assert compare(references.criteria(0.9)["tflite_int8"], reference, probs)[2] == []
-    (msg,) = compare(references.criteria(0.98)["tflite_int8"], reference, probs)[2]
-    assert msg.startswith("top-1 agreement 90.0 % < 98 %")
+    probs[:13] = np.roll(probs[:13], 1, axis=1)  # 13 of 256 differ (94.9 %): within chance of a 98 % file
+    assert compare(crit, reference, probs)[2] == []
+    probs[:14] = np.roll(reference[:14], 1, axis=1)  # one more fails, naming the counts
+    (msg,) = compare(crit, reference, probs)[2]
+    assert msg.startswith("top-1 agreement 94.5 %: 14 of 256 images differ") and "at most 13" in msg
+    assert "0 of the 14 near ties" in msg  # the rolled images had clear margins
+    assert "consistent with 98 %" in crit.describe()
 
 
 def test_int16x8_is_bounded_like_a_float_file():
@@ -296,3 +309,34 @@ def test_wrong_image_size_fails_naming_both_sizes(sound, tmp_path):
     assert rows["onnx"].status == "error"
     assert "wrong image size: the file takes 48 x 48 px images, the checkpoint 64 x 64" in rows["onnx"].message
     assert "wrong image size" in report.verdict()
+
+
+def test_swapped_class_order_in_the_int8_file_fails(tiny_export, tmp_path):
+    """The int8 file's float classifier with two classes' rows exchanged: top-1 changes on those classes'
+    images, far more than chance allows a sound int8 file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    source = tiny_export["out"] / "model_int8.tflite"
+    model = flatbuffer_utils.read_model(str(source))
+    graph = model.subgraphs[0]
+    fc = [op for op in graph.operators if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "FULLY_CONNECTED"][-1]
+    blob = source.read_bytes()  # edited in place: the file keeps its metadata (class names)
+    for index in fc.inputs[1:3]:  # weights [classes, features] and bias [classes], float32 (the float classifier)
+        tensor = graph.tensors[index]
+        values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=np.float32).reshape(tuple(tensor.shape))
+        assert blob.count(values.tobytes()) == 1
+        blob = blob.replace(values.tobytes(), values[[1, 0, *range(2, len(values))]].tobytes())
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "model_int8.tflite").write_bytes(blob)
+    ckpt = tiny_export["ckpt"]
+    module, info = load_classifier(ckpt)
+    data = run_data(info, ckpt)
+    images = data.load(data.pick("test", 64), module.hparams.image_size)
+    report = verify_export(folder, TorchBackend(ckpt, module=module), images, ["tflite_int8"], image_source="test",
+                           log=lambda s: None)
+    row = {r.name: r for r in report.results}["tflite_int8"]
+    assert not report.passed and row.status == "fail", row
+    assert "images differ, a file agreeing on 98 % differs on at most" in row.message
+    names = module.hparams.class_names
+    assert "another class order" in row.message and f"output 0 ('{names[0]}') is '{names[1]}'" in row.message, row.message
