@@ -48,7 +48,7 @@ INT8_AGREEMENT = 0.98
 INT8_FALSE_FAILURE = 1e-3
 # Test-split images verification runs through every file. The int8 bound tightens with them: of 64 images up to
 # 6 may differ (a file agreeing on 90 % still passes with probability 0.54), of 256 up to 13 (0.003); they cost
-# about 15 s more than 64 on a real 160 px model (torch, TFJS in Node and the others, 2 cores).
+# about 20 s more than 64 (a real seed model's export at 160 px, 2 cores: 55 -> 77 s).
 VERIFY_IMAGES = 256
 INT16X8_MAX_ABS_DIFF = 5e-2  # 2x the largest measured, 10x the real models' (MEASURED['int16x8_vs_torch'])
 FOLD_TOLERANCE = 5e-5  # folded float32 model vs the original (probabilities); MEASURED['fold_check']
