@@ -40,10 +40,9 @@ FP16_FALLBACK_MAX_ABS_DIFF = 1e-2  # fp16 against plain torch, only when there i
 # was up to 0.66 (`MEASURED['int8_vs_torch']`): neither a probability bound nor a margin separates sound from
 # broken, and a fixed fraction of a few dozen images fails sound files by chance (98 % of 64 images allows one
 # disagreement: a file agreeing on 99 % of all photos then fails with probability 0.13, one at 98.5 % with 0.25;
-# a real seed model's sound export failed so, 2 of 64). So int8 fails
-# when its disagreements exceed what a file agreeing on INT8_AGREEMENT of all images shows with probability
-# INT8_FALSE_FAILURE: the binomial's quantile. A broken file (wrong normalisation, class order, weights, size)
-# disagrees on most images.
+# a real seed model's sound export failed so, 2 of 64). So int8 fails when its disagreements exceed what a file
+# agreeing on INT8_AGREEMENT of all images shows except with probability INT8_FALSE_FAILURE: the binomial's
+# quantile. A broken file disagrees far more (two classes exchanged: 12 of 24 images on the test suite's model).
 INT8_AGREEMENT = 0.98
 INT8_FALSE_FAILURE = 1e-3
 # Test-split images verification runs through every file. The int8 bound tightens with them: of 64 images up to
@@ -66,12 +65,12 @@ MEASURED = {
     "fp16_vs_torch": "0.027 (seed), 0.035 (improved, one top-1 flip on a near tie)",
     "unfolded_round_vs_torch": "0.065 (seed), 0.025 (improved)",
     "fold_check": "1.3e-5 (seed), 5.6e-6 (improved)",
-    # 200 smoke photos; the two real models' int8-ready checkpoints (weights on the int8 grid). From their
-    # training checkpoints int16x8 misses like int8 does (0.22 / 0.60): the weights' rounding changes them.
     "int8_vs_torch": "int8-finetune checkpoints, float prefix 8: top-1 changed on 0-1.5 % of 281 test, 281 "
                      "validation and 200 smoke photos per set (2026-12-02); margins of the changed images 0.003-0.24 "
                      "(with a float prefix of 1 up to 0.66); largest probability difference 0.22 (0.25 with a "
                      "float prefix of 3)",
+    # 200 smoke photos; the two real models' int8-ready checkpoints (weights on the int8 grid). From their
+    # training checkpoints int16x8 misses like int8 does (0.22 / 0.60): the weights' rounding changes them.
     "int16x8_vs_torch": "2.8e-3 / 4.5e-3 (seed, `int8-finetune --epochs 0` / 1), 7.5e-3 / 5.4e-3 (improved), "
                         "top-1 100 %; 0.024 on the test suite's tiny 64 px model trained from scratch",
 }
