@@ -127,37 +127,38 @@ def mse_ranges(calibrated: bytes, images_nhwc: np.ndarray, signed_only: bool = F
 CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def float_prefix(calibrated: bytes, convolutions: int) -> list[str]:
-    """Output tensor names of every op of `calibrated` up to and including its `convolutions`-th convolution, in
-    execution order: the input normalisation, the stem and the first blocks (empty for 0)."""
+def op_outputs(calibrated: bytes) -> list[tuple[str, str]]:
+    """(op kind, output tensor name) of every op of `calibrated`, in execution order."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    if convolutions == 0:
-        return []
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
     graph = model.subgraphs[0]
+    return [(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), _name(graph.tensors[op.outputs[0]]))
+            for op in graph.operators]
+
+
+def float_prefix(ops: Sequence[tuple[str, str]], convolutions: int) -> list[str]:
+    """Output tensor names of the `op_outputs` up to and including the `convolutions`-th convolution: the input
+    normalisation, the stem and the first blocks (empty for 0)."""
+    if convolutions == 0:
+        return []
     names, seen = [], 0
-    for op in graph.operators:
-        names.append(_name(graph.tensors[op.outputs[0]]))
-        seen += flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in CONVOLUTIONS
+    for kind, name in ops:
+        names.append(name)
+        seen += kind in CONVOLUTIONS
         if seen == convolutions:
             return names
     raise ValueError(f"{convolutions} float convolutions asked (--int8-float-convs), the model has {seen}: "
                      "pass a smaller number")
 
 
-def float_classifier(calibrated: bytes) -> list[str]:
-    """Output tensor names of every op of `calibrated` from its last FULLY_CONNECTED on, in execution order: the
-    logits and the softmax."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    kinds = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in graph.operators]
+def float_classifier(ops: Sequence[tuple[str, str]]) -> list[str]:
+    """Output tensor names of the `op_outputs` from the last FULLY_CONNECTED on: the logits and the softmax."""
+    kinds = [kind for kind, _ in ops]
     if "FULLY_CONNECTED" not in kinds:
         raise ValueError("the graph has no dense layer to keep float (--no-int8-float-classifier)")
     last = len(kinds) - 1 - kinds[::-1].index("FULLY_CONNECTED")
-    return [_name(graph.tensors[op.outputs[0]]) for op in graph.operators[last:]]
+    return [name for _, name in ops[last:]]
 
 
 def quantize_calibrated(calibrated: bytes, float_nodes: Sequence[str] = ()) -> bytes:

@@ -343,9 +343,10 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
             if ranges != "minmax":
                 chosen = int8_ranges.mse_ranges(calibrated, calibration_nhwc, signed_only=ranges == "mse-signed")
                 calibrated = int8_ranges.with_ranges(calibrated, chosen)
-            floats = int8_ranges.float_prefix(calibrated, float_convolutions)
+            ops = int8_ranges.op_outputs(calibrated)  # the graph read once for both choices
+            floats = int8_ranges.float_prefix(ops, float_convolutions)
             if float_classifier:
-                floats += int8_ranges.float_classifier(calibrated)
+                floats += int8_ranges.float_classifier(ops)
             model = int8_ranges.quantize_calibrated(calibrated, floats)
     except Exception as err:  # TF raises ConverterError / RuntimeError with a long log
         raise ConversionError(f"int8 quantisation of {saved_model_dir} failed: {str(err)[:500]}") from err
