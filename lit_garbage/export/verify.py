@@ -49,7 +49,7 @@ class BackendResult:
     latency_ms: float | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     message: str = ""
-    reference: str = "torch"  # "torch" or "torch_fp16" (references.REFERENCE_LABELS)
+    reference: str = "torch"  # a references.REFERENCE_LABELS key
     near_ties: int = 0  # top-1 disagreements on images whose reference margin is below near_tie_margin
     vs_torch: float | None = None  # max abs diff against plain torch, when the reference is another
 
@@ -177,15 +177,15 @@ def _class_order(reference: np.ndarray, probs: np.ndarray, class_names: Sequence
     return "outputs in another class order than the checkpoint's: " + ", ".join(moved)
 
 
-def _input_candidates(net) -> list[tuple[str, Callable]]:
-    """(what the file would do, images -> the images torch must see to match it) for the usual input faults."""
-    import torch
-
-    mean, std = net.mean, net.std
+def _input_candidates(net) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """(what the file would do, images -> the images the reference must see to match it) for the usual input
+    faults; `net` holds the checkpoint's normalisation (`mean`, `std`)."""
+    mean = np.asarray(net.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(net.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
     def normalised_as(m, s):
-        m, s = torch.tensor(m, dtype=torch.float32).view(1, 3, 1, 1), torch.tensor(s, dtype=torch.float32).view(1, 3, 1, 1)
-        return lambda x: (x - m) / s * std + mean  # torch normalises this to (x - m) / s
+        m, s = np.float32(m).reshape(1, 3, 1, 1), np.float32(s).reshape(1, 3, 1, 1)
+        return lambda x: (x - m) / s * std + mean  # the reference normalises this to (x - m) / s
 
     def fmt(t):
         return "(" + ", ".join(f"{v:.3g}" for v in np.asarray(t).ravel()) + ")"
@@ -193,33 +193,29 @@ def _input_candidates(net) -> list[tuple[str, Callable]]:
     own = f"the checkpoint's mean {fmt(mean)}, std {fmt(std)}"
     out = [("does not normalise its input (no mean / std)", normalised_as((0.0,) * 3, (1.0,) * 3)),
            ("normalises its input twice", lambda x: (x - mean) / std),
-           ("reads its input as BGR (channel order reversed)", lambda x: x.flip(1)),
-           ("divides its [0, 1] input by 255 again", lambda x: x / 255.0)]
+           ("reads its input as BGR (channel order reversed)", lambda x: x[:, ::-1]),
+           ("divides its [0, 1] input by 255 again", lambda x: x / np.float32(255.0))]
     for name, m, s in (("ImageNet's", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
                        ("the [-1, 1] scaling's", (0.5,) * 3, (0.5,) * 3)):
-        if not np.allclose(np.asarray(mean).ravel(), m, atol=1e-4) or not np.allclose(np.asarray(std).ravel(), s,
-                                                                                          atol=1e-4):
+        if not np.allclose(mean.ravel(), m, atol=1e-4) or not np.allclose(std.ravel(), s, atol=1e-4):
             out.append((f"normalises with {name} mean {fmt(m)}, std {fmt(s)}", normalised_as(m, s)))
     return [(f"the file {what}, not with {own}", fn) for what, fn in out]
 
 
-def diagnose(graph, images: np.ndarray, reference: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-             bound: float) -> str:
-    """What the usual faults explain `probs` (a failing file's probabilities) within `bound`; `graph` is the torch
-    module behind `reference`. Else: the file computes a different function."""
-    import torch
-
+def diagnose(run: Callable[[np.ndarray], np.ndarray], net, images: np.ndarray, reference: np.ndarray,
+             probs: np.ndarray, class_names: Sequence[str], bound: float) -> str:
+    """What the usual faults explain `probs` (a failing file's probabilities) within `bound`; `run` computes the
+    reference (`reference` = run(images)), `net` holds the checkpoint's normalisation (None: not checked). Else:
+    the file computes a different function."""
     if probs.shape != reference.shape:
         return f"the file has {probs.shape[-1]} outputs, the checkpoint {reference.shape[-1]} classes"
     order = _class_order(reference, probs, class_names, bound)
     if order:
         return order
-    net = getattr(graph, "net", None)
     if net is not None and hasattr(net, "mean") and hasattr(net, "std"):
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        x = np.ascontiguousarray(images, dtype=np.float32)
         for what, fn in _input_candidates(net):
-            with torch.no_grad():
-                seen = graph(fn(x)).numpy()
+            seen = run(np.ascontiguousarray(fn(x), dtype=np.float32))
             if np.abs(seen.astype(np.float64) - probs).max() <= bound:
                 return f"wrong input normalisation: {what}"
     return ("not explained by class order, input normalisation or channel order: the file computes a different "
@@ -236,18 +232,16 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
     each compared with its criterion (`references.criteria`); `notes`: lines on what the files carry."""
     export_dir = Path(export_dir)
     ref_probs, ref_ms = reference.timed_predict(images)
-    graphs = {"torch": reference.graph}
+    runs = {"torch": lambda x: references.predict(reference.graph, x)}
     against = {"torch": ref_probs}
     reference_notes = []
-    fp16_ok = True
     if set(formats) & set(references.FLOAT16):
-        fp16 = references.fp16_reference(reference.graph, images, ref_probs)
+        fp16 = references.fp16_reference(export_dir, images, ref_probs)
         reference_notes.append(fp16.describe())
-        fp16_ok = fp16.graph is not None
-        if fp16_ok:
-            graphs["torch_fp16"] = fp16.graph
-            against["torch_fp16"] = references.predict(fp16.graph, images)
-    criteria = references.criteria(int8_agreement, fp16_reference=fp16_ok)
+        if fp16.run is not None:
+            runs["onnx_fp16"] = fp16.run
+            against["onnx_fp16"] = fp16.run(images)
+    criteria = references.criteria(int8_agreement)
     results = [BackendResult("torch", str(reference.path), "pass", 0.0, 1.0, ref_ms)]
     for name in formats:
         rel = FORMATS[name]["file"]
@@ -264,6 +258,8 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
             if own is not None and own.get("class_names") != reference.class_names:
                 raise ModelFileError(f"the file's own metadata names {own.get('class_names')}, "
                                      f"the checkpoint {reference.class_names}")
+            if crit.reference not in against:
+                raise ModelFileError(f"not verified: {fp16.describe()}")
             probs, result.latency_ms = backend.timed_predict(images)
             target = against[crit.reference]
             result.max_abs_diff, top, broken = compare(crit, target, probs)
@@ -271,8 +267,8 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
             if crit.reference != "torch" and probs.shape == ref_probs.shape:
                 result.vs_torch = float(np.abs(probs.astype(np.float64) - ref_probs).max())
             if broken and crit.explained_within is not None:
-                broken.append(diagnose(graphs[crit.reference], images, target, probs, reference.class_names,
-                                       crit.explained_within))
+                broken.append(diagnose(runs[crit.reference], getattr(reference.graph, "net", None), images, target,
+                                       probs, reference.class_names, crit.explained_within))
             result.status = "fail" if broken else "pass"
             notes_ = [] if broken or not top.near_ties else \
                 [f"{top.near_ties} near tie(s): top-1 differs where the reference's margin < {crit.near_tie_margin:g}"]

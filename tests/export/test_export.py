@@ -141,7 +141,7 @@ def test_every_format_meets_its_verification_threshold_including_tfjs_in_node(ex
     assert verify["thresholds"]["tfjs"] == verify["thresholds"]["onnx"] == \
         {"max_abs_diff": FP32_MAX_ABS_DIFF, "near_tie_margin": 2 * FP32_MAX_ABS_DIFF}
     assert FP32_MAX_ABS_DIFF == 1e-4
-    assert _backend_row(verify, "tflite_float16")["reference"] == "torch_fp16"
+    assert _backend_row(verify, "tflite_float16")["reference"] == "onnx_fp16"
     assert verify["thresholds"]["tflite_float16"]["max_abs_diff"] == FP16_MAX_ABS_DIFF
     assert verify["thresholds"]["tflite_int8"]["top1_agreement"] == INT8_AGREEMENT == 0.98
     assert verify["thresholds"]["tflite_int16x8"]["max_abs_diff"] == INT16X8_MAX_ABS_DIFF

@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import numpy_helper
-from torch import nn
 
 from lit_garbage.export import references
 from lit_garbage.export.exporter import Exporter
@@ -25,14 +23,12 @@ from lit_garbage.export.onnx import export_onnx
 from lit_garbage.export.references import (
     FP16_MAX_ABS_DIFF,
     FP32_MAX_ABS_DIFF,
-    conv_bn_pairs,
-    fold_batchnorms,
     fp16_reference,
+    rounded_to_fp16,
 )
 from lit_garbage.export.samples import run_data
 from lit_garbage.export.verify import compare, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_backend, load_classifier
-from lit_garbage.models.network import GarbageNet, Probabilities
 from tests.conftest import fit_args
 
 IMAGE_SIZE = 64
@@ -87,12 +83,12 @@ def _edit_onnx(path: Path, edit) -> None:
 # ------------------------------------------------------------------ the sound export
 
 
-def test_sound_export_passes_and_fp16_is_judged_against_the_fold_and_round_reference(sound):
+def test_sound_export_passes_and_fp16_is_judged_against_the_rounded_onnx_reference(sound):
     verify = sound["verify"]
     assert verify["passed"], verify["verdict"]
     rows = {b["name"]: b for b in verify["backends"]}
     fp16 = rows["tflite_float16"]
-    assert fp16["reference"] == "torch_fp16" and fp16["status"] == "pass"
+    assert fp16["reference"] == "onnx_fp16" and fp16["status"] == "pass"
     assert fp16["max_abs_diff"] <= FP16_MAX_ABS_DIFF
     # the reference explains the file's rounding: it is closer to the fp16 file than plain torch is
     assert fp16["max_abs_diff"] < fp16["vs_torch"]
@@ -101,75 +97,57 @@ def test_sound_export_passes_and_fp16_is_judged_against_the_fold_and_round_refer
     assert verify["thresholds"]["tflite_float16"]["max_abs_diff"] == FP16_MAX_ABS_DIFF
     md = (sound["out"] / "verify.md").read_text()
     assert "## What each file is compared with, and why" in md
-    assert "BatchNorms folded into their convolutions" in md and "torch, BatchNorm folded + fp16-rounded" in md
+    assert "weight tensors rounded to float16" in md and "model.onnx, weights rounded to fp16" in md
 
 
-def test_fp16_reference_equals_the_fp16_tflite_file_within_the_bound(sound):
-    graph = Probabilities(sound["module"].net).eval()
-    ref = fp16_reference(graph, sound["images"])
-    assert ref.graph is not None, ref.reason
-    assert ref.fold_check <= references.FOLD_TOLERANCE
-    assert ref.unfolded == ["net.head.bn"]  # after a ReLU, not a convolution
-    tflite = load_backend(sound["out"] / "model_float16.tflite").predict(sound["images"])
-    ours = references.predict(ref.graph, sound["images"])
+def test_fp16_reference_equals_the_fp16_tflite_file_within_the_float32_bound(sound):
+    images = sound["images"]
+    torch_probs = sound["reference"].predict(images)
+    ref = fp16_reference(sound["out"], images, torch_probs)
+    assert ref.run is not None, ref.reason
+    assert ref.onnx_vs_torch <= FP32_MAX_ABS_DIFF and ref.rounded > 50
+    tflite = load_backend(sound["out"] / "model_float16.tflite").predict(images)
+    ours = ref.run(images)
     assert np.abs(tflite - ours).max() <= FP16_MAX_ABS_DIFF
-    # every weight of the reference is a float16 value
-    for p in ref.graph.parameters():
-        assert torch.equal(p, p.half().float())
+    # the rounding is what the reference adds: far closer to the file than the unrounded ONNX file or torch
+    assert np.abs(tflite - ours).max() < np.abs(tflite - torch_probs).max() / 10
 
 
-# ------------------------------------------------------------------ Conv -> BatchNorm by dataflow
+def test_rounded_onnx_holds_float16_values_and_leaves_the_original_alone(sound):
+    model = onnx.load(str(sound["out"] / "model.onnx"))
+    before = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
+    rounded, n = rounded_to_fp16(model)
+    floats = [i for i in rounded.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert n == len(floats) > 0
+    moved = 0
+    for init in floats:
+        a = numpy_helper.to_array(init)
+        assert a.dtype == np.float32 and np.array_equal(a, a.astype(np.float16).astype(np.float32))
+        moved += int(init.name in before and not np.array_equal(a, before[init.name]))
+    assert moved > n // 2  # real rounding happened
+    # the input normalisation's division by std is a multiplication by its (rounded) reciprocal
+    ops = {node.op_type for node in rounded.graph.node}
+    assert "Div" not in ops and "Div" in {node.op_type for node in model.graph.node}
+    std = numpy_helper.to_array(next(i for i in rounded.graph.initializer if i.name == "net.std_reciprocal"))
+    assert np.allclose(std * before["net.std"], 1.0, atol=1e-3)
+    for init in model.graph.initializer:  # the loaded model is not modified
+        assert np.array_equal(numpy_helper.to_array(init), before[init.name])
 
 
-class _Branches(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.bn_a = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # a pair
-        self.b, self.bn_b = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # an in-place ReLU in between: no pair
-        self.c, self.bn_c = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)  # a copy in between: no pair
-        self.d, self.bn_d1, self.bn_d2 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4)  # one conv, two BNs
-
-    def forward(self, x):
-        a = self.bn_a(self.a(x))
-        b = self.bn_b(torch.relu_(self.b(x)))
-        c = self.bn_c(self.c(x) * 1.0)
-        d = self.d(x)
-        return a + b + c + self.bn_d1(d) + self.bn_d2(d)
-
-
-def _random_stats(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            if m.weight is not None:
-                m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model.eval()
-
-
-def test_conv_batchnorm_pairs_follow_the_dataflow_not_the_names():
-    model = _random_stats(_Branches())
-    pairs, left = conv_bn_pairs(model, torch.rand(1, 3, 8, 8))
-    assert pairs == [("a", "bn_a")]
-    assert left == ["bn_b", "bn_c", "bn_d1", "bn_d2"]
-    x = torch.rand(2, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.allclose(fold_batchnorms(model, pairs)(x), model(x), atol=1e-5)
-
-
-def test_folding_a_whole_backbone_leaves_the_model_unchanged():
-    torch.manual_seed(0)
-    graph = Probabilities(_random_stats(GarbageNet(4, pretrained=False, dropout=0.0))).eval()
-    x = torch.rand(4, 3, 32, 32)
-    pairs, left = conv_bn_pairs(graph, x[:1])
-    assert len(pairs) == 52 and left == ["net.head.bn"]  # every BatchNorm of MobileNetV2 follows its conv
-    folded = fold_batchnorms(graph, pairs)
-    with torch.no_grad():
-        assert (folded(x) - graph(x)).abs().max() <= references.FOLD_TOLERANCE
-    conv, bn = dict(folded.named_modules())[pairs[0][0]], dict(folded.named_modules())[pairs[0][1]]
-    assert conv.bias is not None and torch.all(bn.running_var == 1) and bn.eps == 0
+def test_no_fp16_reference_without_a_sound_onnx_file(sound, tmp_path):
+    images = sound["images"]
+    torch_probs = sound["reference"].predict(images)
+    missing = fp16_reference(tmp_path, images, torch_probs)
+    assert missing.run is None and "no model.onnx" in missing.reason
+    folder = _copy(sound, tmp_path)
+    convs = [i for i in onnx.load(str(folder / "model.onnx")).graph.initializer if len(i.dims) == 4 and i.dims[0] > 16]
+    target = convs[len(convs) // 2].name  # a convolution in the middle of the backbone
+    _edit_onnx(folder / "model.onnx", lambda name, a: -a if name == target else None)
+    broken = fp16_reference(folder, images, torch_probs)
+    assert broken.run is None and "differs from torch" in broken.reason
+    # the fp16 file is then not passed: its row is an error that says why
+    _, rows = _verify(sound, folder, ("tflite_float16",))
+    assert rows["tflite_float16"].status == "error" and "differs from torch" in rows["tflite_float16"].message
 
 
 # ------------------------------------------------------------------ margin-aware top-1
@@ -295,7 +273,7 @@ def test_corrupted_weight_in_the_fp16_file_fails_against_the_fp16_reference(soun
     path.write_bytes(blob.replace(weights.tobytes(), (-weights).tobytes()))
     _, rows = _verify(sound, folder, ("tflite_float16",))
     fp16 = rows["tflite_float16"]
-    assert fp16.status == "fail" and fp16.reference == "torch_fp16"
+    assert fp16.status == "fail" and fp16.reference == "onnx_fp16"
     assert f"> {FP16_MAX_ABS_DIFF:g}" in fp16.message and "a weight tensor or an operation differs" in fp16.message
 
 
