@@ -20,9 +20,9 @@ is a near tie (reported, not a failure); any other disagreement fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 
@@ -233,14 +233,19 @@ def rounded_to_fp16(model):
     return rounded, n
 
 
-def onnx_predict(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities of an in-memory ONNX model (NCHW float32 [0, 1] images in), onnxruntime on CPU."""
+def onnx_runner(model, batch: int = 32) -> Callable[[np.ndarray], np.ndarray]:
+    """NCHW float32 [0, 1] images -> probabilities of an in-memory ONNX model: one onnxruntime CPU session,
+    reused by every call (verification and the diagnosis of a failing file run it several times)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: np.ascontiguousarray(images[i:i + batch], dtype=np.float32)})[0]
-                           for i in range(0, len(images), batch)])
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([session.run(None, {name: np.ascontiguousarray(images[i:i + batch], dtype=np.float32)})[0]
+                               for i in range(0, len(images), batch)])
+
+    return run
 
 
 def fp16_reference(export_dir: str | Path, images: np.ndarray, reference_probs: np.ndarray) -> Fp16Reference:
@@ -252,12 +257,12 @@ def fp16_reference(export_dir: str | Path, images: np.ndarray, reference_probs: 
         return Fp16Reference(None, reason=f"no {ONNX_FILE} in {Path(export_dir).name} to build it from (the TFLite "
                                           "files are converted from it)")
     model = onnx.load(str(path))
-    check = float(np.abs(onnx_predict(model, images).astype(np.float64) - reference_probs).max())
+    check = float(np.abs(onnx_runner(model)(images).astype(np.float64) - reference_probs).max())
     if not check <= FP32_MAX_ABS_DIFF:
         return Fp16Reference(None, onnx_vs_torch=check,
                              reason=f"{ONNX_FILE} differs from torch by {check:.2e} (> {FP32_MAX_ABS_DIFF:g})")
     rounded, n = rounded_to_fp16(model)
-    return Fp16Reference(lambda x: onnx_predict(rounded, x), n, check)
+    return Fp16Reference(onnx_runner(rounded), n, check)
 
 
 def predict(graph, images: np.ndarray, batch: int = 32) -> np.ndarray:
