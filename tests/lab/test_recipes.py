@@ -95,13 +95,13 @@ def _resolved(args):
 
 
 def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
-    """The ablation's cumulative overrides on seed.yaml give improved.yaml exactly, except its EMA callback
+    """The ablation's cumulative overrides on seed.yaml give full_finetune.yaml exactly, except its EMA callback
     (the last row) and the run directory."""
     common = ["--data.root", str(synthetic_root), "--model.pretrained", "false", "--data.num_workers", "0"]
     overrides = [arg for _, extra in ablate.STEPS for arg in extra]
     stepped, _ = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
                             *overrides])
-    improved, cli = _resolved(["--config", str(CONFIGS / "improved.yaml"), *common,
+    improved, cli = _resolved(["--config", str(CONFIGS / "full_finetune.yaml"), *common,
                                "--run_dir", str(tmp_path / "b")])
     for cfg in (stepped, improved):
         cfg["data"].pop("manifest")
@@ -116,7 +116,7 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
 
 def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_root, tmp_path):
     run_dir = tmp_path / "improved"
-    results = main(["--config", str(CONFIGS / "improved.yaml"), *fit_args(synthetic_root, run_dir)[2:],
+    results = main(["--config", str(CONFIGS / "full_finetune.yaml"), *fit_args(synthetic_root, run_dir)[2:],
                     "--model.pretrained", "false", "--trainer.max_epochs", "2"])
     assert "val_acc" in results["best_checkpoint"]
     assert results["monitor"] == "val_acc" and 0 <= results["best_score"] <= 1 and "best_val_loss" not in results
