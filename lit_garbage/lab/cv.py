@@ -63,7 +63,7 @@ DEFAULT_K = 5
 EXPORT_PACKAGE = Path(__file__).resolve().parents[1] / "export"
 # Named as `lit-garbage ablate` names its first and last rows: the same runs serve both tables.
 DEFAULT_RECIPES = (("seed.yaml", ("--config", str(CONFIGS / "seed.yaml"))),
-                   ("full_finetune.yaml", ("--config", str(CONFIGS / "full_finetune.yaml"))))
+                   ("improved.yaml", ("--config", str(CONFIGS / "improved.yaml"))))
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -452,18 +452,18 @@ def protocol_reader(protocol: Protocol):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lit-garbage cv", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
-  # seed.yaml against full_finetune.yaml, 5 folds x 3 seeds, int8 too
+  # seed.yaml against improved.yaml, 5 folds x 3 seeds, int8 too
   lit-garbage cv --seeds 0 1 2 --int8
   # a candidate: the improved recipe with mixup, on 3 of the 5 folds
-  lit-garbage cv --recipe improved "--config configs/full_finetune.yaml" \\
-      --recipe mixup "--config configs/full_finetune.yaml --model.mixup 0.2" --folds 0 1 2 --baseline improved
+  lit-garbage cv --recipe improved "--config configs/improved.yaml" \\
+      --recipe mixup "--config configs/improved.yaml --model.mixup 0.2" --folds 0 1 2 --baseline improved
   # the int8 column again for every finished run, after the export method changed
   lit-garbage cv --rescore-int8
 """)
     add_protocol_args(p)
     p.add_argument("--recipe", nargs=2, action="append", metavar=("NAME", "FIT_ARGS"), default=None,
                    help="a recipe: its name and its `fit` arguments in one string (repeat; default: seed and "
-                        "improved, configs/seed.yaml and configs/full_finetune.yaml)")
+                        "improved, configs/seed.yaml and configs/improved.yaml)")
     p.add_argument("--baseline", default=None, help="recipe the others are paired against (default: the first)")
     p.add_argument("--name", default="cv", help="file name of the tables: NAME.md, NAME.json (default cv)")
     return p

@@ -1,5 +1,5 @@
-"""The improved recipe's parts (schedule, discriminative rates, smoothing, augmentation, EMA), the ablation's
-rows, and the side-by-side Keras comparison, on tiny data."""
+"""The recipes' parts (schedule, discriminative rates, smoothing, augmentation, EMA), the ablation's rows,
+and the side-by-side Keras comparison, on tiny data."""
 
 from __future__ import annotations
 
@@ -95,31 +95,35 @@ def _resolved(args):
 
 
 def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
-    """The ablation's cumulative overrides on seed.yaml give full_finetune.yaml exactly, except its EMA callback
-    (the last row) and the run directory."""
+    """The ablation's cumulative overrides on seed.yaml give improved.yaml exactly, except the last row's
+    additions (the EMA callback and its 12-epoch cap) and the run directory."""
     common = ["--data.root", str(synthetic_root), "--model.pretrained", "false", "--data.num_workers", "0"]
     overrides = [arg for _, extra in ablate.STEPS for arg in extra]
-    stepped, _ = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
-                            *overrides])
-    improved, cli = _resolved(["--config", str(CONFIGS / "full_finetune.yaml"), *common,
+    stepped, seed_cli = _resolved(["--config", str(CONFIGS / "seed.yaml"), *common, "--run_dir", str(tmp_path / "a"),
+                                   *overrides])
+    improved, cli = _resolved(["--config", str(CONFIGS / "improved.yaml"), *common,
                                "--run_dir", str(tmp_path / "b")])
     for cfg in (stepped, improved):
         cfg["data"].pop("manifest")
         cfg["checkpoint"].pop("dirpath")
+    assert (stepped.pop("max_epochs"), improved.pop("max_epochs")) == (20, 12)
     assert stepped == improved
     assert "EMAWeightAveraging" in [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "EMAWeightAveraging" not in [type(c).__name__ for c in seed_cli.trainer.callbacks]
+    assert improved["freeze"]["trainable_layers"] == 21  # the seed's frozen backbone, not full_finetune's
     assert "--model.mean" not in overrides  # every row feeds the backbone the inputs it was trained on
     rows = ablate.recipes()
     assert [r.name for r in rows][0::len(rows) - 1] == [ablate.SEED, ablate.IMPROVED]
     assert rows[0].overrides == [] and rows[-1].overrides == []  # the ends are the config files exactly
 
 
-def test_improved_recipe_trains_with_ema_and_keeps_the_best_val_acc(synthetic_root, tmp_path):
-    run_dir = tmp_path / "improved"
-    results = main(["--config", str(CONFIGS / "full_finetune.yaml"), *fit_args(synthetic_root, run_dir)[2:],
+@pytest.mark.parametrize("config, monitor", [("improved.yaml", "val_loss"), ("full_finetune.yaml", "val_acc")])
+def test_weight_averaging_recipes_checkpoint_the_averaged_weights(synthetic_root, tmp_path, config, monitor):
+    run_dir = tmp_path / "run"
+    results = main(["--config", str(CONFIGS / config), *fit_args(synthetic_root, run_dir)[2:],
                     "--model.pretrained", "false", "--trainer.max_epochs", "2"])
-    assert "val_acc" in results["best_checkpoint"]
-    assert results["monitor"] == "val_acc" and 0 <= results["best_score"] <= 1 and "best_val_loss" not in results
+    assert monitor in results["best_checkpoint"]  # the best epoch kept by the recipe's own metric
+    assert results["monitor"] == monitor and results["best_score"] >= 0
     ckpt = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=False)
     # The EMA callback checkpoints the averaged weights and keeps the raw ones beside them.
     assert "current_model_state" in ckpt
