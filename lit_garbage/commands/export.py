@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-ranges", choices=RANGE_CHOICES, default=DEFAULT_RANGES,
                    help="int8 activation ranges: minmax (the calibrator's), mse (least squared error, every op "
                         "output) or mse-signed (only tensors taking negative values); default: "
-                        f"{DEFAULT_RANGES}. For int8 that agrees with float, export an `int8-finetune` checkpoint")
+                        f"{DEFAULT_RANGES}")
     p.add_argument("--int8-float-convs", type=int, default=DEFAULT_FLOAT_CONVOLUTIONS, metavar="N",
                    help="the int8 file stays float32 up to its N-th convolution (input normalisation, stem, first "
                         "blocks): closer to float and faster on CPU (README, \"int8\"); 0: int8 from the input; "
@@ -132,9 +132,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: verification failed: {result.report.verdict()} (see {result.out}/verify.md)", file=sys.stderr)
         failed = {r.name for r in result.report.results if r.status == "fail"}
         if failed & {*INT8, *INT16X8} and not exporter.weights_on_int8_grid:
+            # An int8-ready checkpoint is a new model: its answers differ from this one's on a few % of photos
+            # (README, "Which int8 file keeps your model's answers"), so it is offered, not prescribed.
             print(f"hint: the weights of {args.model} are not on the int8 grid, and rounding them loses answers; "
-                  "export an int8-ready checkpoint: `lit-garbage int8-finetune --model "
-                  f"{args.model} --out READY.ckpt`, then `lit-garbage export --model READY.ckpt`", file=sys.stderr)
+                  "keep more of the int8 file float (--int8-float-convs), or make an int8-exact model: "
+                  f"`lit-garbage int8-finetune --model {args.model} --out READY.ckpt`, then `lit-garbage export "
+                  "--model READY.ckpt` (a fine-tuned model: compare both with `lit-garbage evaluate`)",
+                  file=sys.stderr)
         return 1
     for r in result.report.skipped:
         print(f"warning: {r.name} was NOT verified: {r.message}", file=sys.stderr)

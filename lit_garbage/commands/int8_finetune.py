@@ -20,6 +20,9 @@ EPILOG = """examples:
 
 The output checkpoint keeps the run's hyper-parameters and data settings (export, evaluate and fit find the run's
 data through it) and records the fine-tune's settings and validation accuracy before / after.
+The result is a new model: every weight rounded (also the layers the int8 file keeps float) and one more epoch
+of training change its answers against the input checkpoint's on a few % of photos (2-7 % on two real models).
+For an int8 file that answers as the trained model does, export the trained checkpoint itself.
 """
 
 
