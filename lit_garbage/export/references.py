@@ -70,8 +70,9 @@ MEASURED = {
                      "float prefix of 3)",
     # 200 smoke photos; the two real models' int8-ready checkpoints (weights on the int8 grid). From their
     # training checkpoints int16x8 misses like int8 does (0.22 / 0.60): the weights' rounding changes them.
-    "int16x8_vs_torch": "2.8e-3 / 4.5e-3 (seed, `int8-finetune --epochs 0` / 1), 7.5e-3 / 5.4e-3 (full_finetune.yaml), "
-                        "top-1 100 %; 0.024 on the test suite's tiny 64 px model trained from scratch",
+    "int16x8_vs_torch": "2.8e-3 / 4.5e-3 (seed, `int8-finetune --epochs 0` / 1), 7.5e-3 / 5.4e-3 "
+                        "(full_finetune.yaml), top-1 100 %; 0.024 on the test suite's tiny 64 px model trained "
+                        "from scratch",
 }
 
 FLOAT32 = ("onnx", "saved_model", "tflite_float32", "tfjs")

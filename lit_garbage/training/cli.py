@@ -243,7 +243,8 @@ def run_fit(cli: GarbageCLI) -> dict:
         "run_dir": str(run_dir),
         "model": str(run_dir / MODEL_FILE),
         "best_checkpoint": ckpt.best_model_path,
-        # the metric the checkpoint callback kept the best epoch by (val_loss for seed / improved, val_acc for full_finetune)
+        # the metric the checkpoint callback kept the best epoch by (val_loss for seed / improved, val_acc for
+        # full_finetune)
         "monitor": ckpt.monitor,
         "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
