@@ -29,6 +29,7 @@ Writes `cv.json` and `cv.md` (every fold and seed, mean +- sd, paired difference
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -181,8 +182,8 @@ class CVRun:
         # The folder decides what the run is (config content and arguments): the row is today's recipe name.
         score = {**json.loads(path.read_text()), "recipe": self.recipe.name}
         int8 = self.run_dir / INT8_FILE
-        if int8.is_file():
-            score["int8"] = json.loads(int8.read_text())
+        if int8.is_file():  # runs scored before agreement was recorded get it from their predictions
+            score["int8"] = with_agreement(self.run_dir, json.loads(int8.read_text()))
         return score
 
 
@@ -271,8 +272,32 @@ def score_int8(run: CVRun) -> dict[str, Any]:
         raise RuntimeError(f"int8 export of {run.run_dir} failed (exit {rc}); see {run.run_dir / 'export-int8.log'}")
     result = {"method": int8_method(), "export_wall_s": wall, "export_cpu_s": cpu,
               **score_model(out / "model_int8.tflite", run, run.run_dir / "eval-int8")}
+    result = with_agreement(run.run_dir, result)
     (run.run_dir / INT8_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _predicted(folder: Path) -> dict[str, str] | None:
+    """Image path -> predicted class of the one `predictions_*.csv` an evaluation wrote in `folder`."""
+    found = sorted(folder.glob("predictions_*.csv"))
+    if len(found) != 1:
+        return None
+    with found[0].open(newline="") as fh:
+        return {row["path"]: row["predicted"] for row in csv.DictReader(fh)}
+
+
+def with_agreement(run_dir: Path, int8: dict[str, Any]) -> dict[str, Any]:
+    """`int8` with, per scored set, `agree`: the share of its images on which the int8 file's top-1 class is
+    the training checkpoint's (both evaluations' predictions, matched by image path)."""
+    out = dict(int8)
+    for part in ("test", "smoke"):
+        if part not in out or "agree" in out[part]:
+            continue
+        trained, quantised = _predicted(run_dir / "eval" / part), _predicted(run_dir / "eval-int8" / part)
+        common = sorted(trained.keys() & quantised.keys()) if trained and quantised else []
+        if common:
+            out[part] = {**out[part], "agree": sum(trained[k] == quantised[k] for k in common) / len(common)}
+    return out
 
 
 def finished_runs(out: Path) -> list[Path]:

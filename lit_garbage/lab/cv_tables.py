@@ -27,6 +27,7 @@ METRICS = {  # column -> path in a score
     "cv_acc": ("test", "accuracy"), "cv_f1": ("test", "macro_f1"),
     "smoke_acc": ("smoke", "accuracy"), "smoke_f1": ("smoke", "macro_f1"),
     "int8_cv_acc": ("int8", "test", "accuracy"), "int8_smoke_acc": ("int8", "smoke", "accuracy"),
+    "int8_cv_agree": ("int8", "test", "agree"), "int8_smoke_agree": ("int8", "smoke", "agree"),
     "cpu_s": ("fit_cpu_s",), "wall_s": ("fit_wall_s",), "epochs": ("epochs",),
 }
 
@@ -76,12 +77,13 @@ def _f1(v: tuple) -> str:
 
 def summary_markdown(rows: Sequence[dict[str, Any]], baseline: str | None = None) -> str:
     head = ("| recipe | runs (folds x seeds) | CV accuracy % | CV macro F1 | smoke accuracy % | smoke macro F1 "
-            "| int8 CV % | int8 smoke % | epochs | fit CPU s | fit wall s |")
+            "| int8 CV % | int8 smoke % | int8 agrees CV / smoke % | epochs | fit CPU s | fit wall s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['runs']} ({len(r['folds'])} x {len(r['seeds'])}) | **{_pct(r['cv_acc'])}** "
                      f"| {_f1(r['cv_f1'])} | **{_pct(r['smoke_acc'])}** | {_f1(r['smoke_f1'])} "
-                     f"| {_pct(r['int8_cv_acc'])} | {_pct(r['int8_smoke_acc'])} | {r['epochs'][0]:.1f} "
+                     f"| {_pct(r['int8_cv_acc'])} | {_pct(r['int8_smoke_acc'])} "
+                     f"| {_pct(r['int8_cv_agree'])} / {_pct(r['int8_smoke_agree'])} | {r['epochs'][0]:.1f} "
                      f"| {r['cpu_s'][0]:.0f} ± {r['cpu_s'][1]:.0f} | {r['wall_s'][0]:.0f} |")
     deltas = [r for r in rows if "delta_cv_acc" in r]
     if deltas:
@@ -102,8 +104,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], baseline: str | None = None
 
 def runs_markdown(scores: Sequence[dict[str, Any]], order: Sequence[str]) -> str:
     lines = ["| recipe | fold | seed | CV accuracy % | CV macro F1 | smoke accuracy % | smoke macro F1 "
-             "| int8 CV % | int8 smoke % | epochs | fit CPU s | fit wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| int8 CV % | int8 smoke % | int8 agrees CV / smoke % | epochs | fit CPU s | fit wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rank = {n: i for i, n in enumerate(order)}
     for s in sorted(scores, key=lambda s: (rank.get(s["recipe"], 99), s["seed"], s["fold"])):
         def pc(*path):
@@ -116,7 +118,8 @@ def runs_markdown(scores: Sequence[dict[str, Any]], order: Sequence[str]) -> str
 
         lines.append(f"| {s['recipe']} | {s['fold']} | {s['seed']} | {pc('test', 'accuracy')} | {f('test', 'macro_f1')} "
                      f"| {pc('smoke', 'accuracy')} | {f('smoke', 'macro_f1')} | {pc('int8', 'test', 'accuracy')} "
-                     f"| {pc('int8', 'smoke', 'accuracy')} | {s['epochs']} | {s['fit_cpu_s']:.0f} | {s['fit_wall_s']:.0f} |")
+                     f"| {pc('int8', 'smoke', 'accuracy')} | {pc('int8', 'test', 'agree')} / {pc('int8', 'smoke', 'agree')} "
+                     f"| {s['epochs']} | {s['fit_cpu_s']:.0f} | {s['fit_wall_s']:.0f} |")
     return "\n".join(lines)
 
 

