@@ -22,14 +22,10 @@ from lit_garbage.lab.experiments import CONFIGS
 
 SEED = "seed.yaml"
 IMPROVED = "improved.yaml"
-NEW_AUGMENT = ["--data.augment.rotation", "0", "--data.augment.shift", "0", "--data.augment.shear", "0",
-               "--data.augment.zoom", "0", "--data.augment.channel_shift", "0", "--data.augment.brightness", "[1,1]",
-               "--data.augment.crop_scale", "[0.35,1.0]", "--data.augment.auto", "trivialaugment"]
 # (row name, overrides added to the rows above, on top of seed.yaml); the last row is improved.yaml itself:
 # it adds the weight average (a callback the command line cannot add) and the 12-epoch cap that goes with it.
 STEPS: list[tuple[str, list[str]]] = [
     ("+ label smoothing 0.1", ["--model.label_smoothing", "0.1"]),
-    ("+ RandomResizedCrop + TrivialAugment (no affine)", NEW_AUGMENT),
 ]
 
 
