@@ -5,6 +5,7 @@
     lit-garbage export --model RUN/model.ckpt                       # every format, verified
     lit-garbage evaluate --model RUN/export/model_int8.tflite        # the seed's report
     lit-garbage predict --model RUN/export/model.onnx photos/       # top-k per image
+    lit-garbage parity --export RUN/export                          # every format on the test split
     lit-garbage serve --export RUN/export                            # the browser demo
     lit-garbage import-keras seed.h5 --out model.ckpt                # a Keras MobileNetV2 as a checkpoint
     lit-garbage bench                                                # the lab: speed against the seed's Keras
@@ -30,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lit_garbage.commands.evaluate",
                  "accuracy and per-class precision / recall / F1 of any model file on its run's split"),
     "predict": ("lit_garbage.commands.predict", "top-k classes for image files and folders with any model file"),
+    "parity": ("lit_garbage.commands.parity",
+               "every format of an export scored on the same photos: accuracy, agreement with torch, latency"),
     "serve": ("lit_garbage.commands.serve", "the browser demo of an export (TensorFlow.js), served locally"),
     "import-keras": ("lit_garbage.commands.import_keras",
                      "a Keras MobileNetV2 (.keras, .h5, SavedModel) as a checkpoint of this project"),
