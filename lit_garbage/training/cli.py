@@ -61,6 +61,7 @@ from lit_garbage.training.callbacks import (
     remove_stale_temporaries,
 )
 from lit_garbage.training.config_checks import ConfigError, check_config
+from lit_garbage.training.config_files import ConfigFileError, expand_bases
 from lit_garbage.training.module import GarbageClassifier
 from lit_garbage.training.rundir import (
     WRITE_ERRNOS,
@@ -126,6 +127,11 @@ class GarbageCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # `lit-garbage fit` hands over the arguments it read from sys.argv, so Lightning's check (a warning
         # whenever `args` is given while sys.argv holds arguments) would fire on every run: parsed without it.
+        try:  # overlay configs (`base: seed.yaml`) become their chain of --config values
+            args = expand_bases(sys.argv[1:] if args is None else list(args))
+        except ConfigFileError as err:
+            print(f"error: --config: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         self.config = parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
