@@ -6,10 +6,15 @@ Exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from lit_garbage.commands.options import MODEL_FILES, add_data, add_model, add_runtime
+from lit_garbage.commands.options import (
+    MODEL_FILES,
+    add_data,
+    add_model,
+    add_runtime,
+    quiet_tensorflow,
+)
 from lit_garbage.data.manifest import DatasetError
 from lit_garbage.evaluation.evaluate import (
     ALL_SPLIT,
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from rich.console import Console
     from rich.markup import escape
 

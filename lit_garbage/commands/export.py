@@ -7,12 +7,16 @@ Exit status: 0 exported (and verified, unless --no-verify); 1 a verification thr
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 
-from lit_garbage.commands.options import add_data, add_model, parse_args
+from lit_garbage.commands.options import (
+    add_data,
+    add_model,
+    parse_args,
+    quiet_tensorflow,
+)
 
 EPILOG = """examples:
   # every format into runs/demo/export, verified on the run's test images
@@ -88,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    if not args.verbose:  # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow(verbose=args.verbose)  # --verbose: TensorFlow's own logs too
     # SIGTERM unwinds like Ctrl-C, so the partial folder is removed and the old export stays.
     if threading.current_thread() is not threading.main_thread():
         return _run(args)

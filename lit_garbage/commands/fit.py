@@ -4,6 +4,10 @@
     lit-garbage fit --config configs/seed.yaml --print_config     # the fully resolved config
     lit-garbage fit --help                                        # every option
 
+Recipes other than configs/seed.yaml are overlays: `base: seed.yaml` and only what they change (e.g.
+configs/improved.yaml); `--config` reads an overlay's base first (lit_garbage/training/config_files.py).
+Several `--config` files apply in order, later values winning, like the options after them.
+
 Exit status: 0 trained; 1 the dataset cannot be used (the message says why, no traceback), or a run file
 cannot be written; 2 a bad option or config value (jsonargparse's and the config checks' messages), or the
 run directory is in use by another process; 130 / 143 stopped by Ctrl-C / SIGTERM (a checkpoint of the

@@ -79,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"lit-garbage: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name != "export":  # export reads its --verbose first: with it, TensorFlow's own logs are shown
+        from lit_garbage.commands.options import quiet_tensorflow
+
+        quiet_tensorflow()  # before the subcommand's imports, which may bring TensorFlow in
     try:
         module = importlib.import_module(SUBCOMMANDS[name][0])
         return int(module.main(rest) or 0)

@@ -8,12 +8,22 @@ The spellings of earlier releases (`--data-root`, `--data`, `--manifest`, `--ckp
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from lit_garbage.inference.files import DEFAULT_BATCH
 
 MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
                "or a TFJS model.json / folder")
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Hide TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, oneDNN notes) unless `verbose`.
+
+    TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is first imported: call this before anything imports it.
+    A level the user set in the environment is kept either way."""
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def add_model(p: argparse.ArgumentParser, help: str, *, repeat: bool = False, old: tuple[str, ...] = ()) -> None:

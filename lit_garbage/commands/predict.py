@@ -7,11 +7,15 @@ predicted; 2 when a model cannot be loaded (the other models still run) or the a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from lit_garbage.commands.options import add_data, add_model, add_runtime
+from lit_garbage.commands.options import (
+    add_data,
+    add_model,
+    add_runtime,
+    quiet_tensorflow,
+)
 from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.serve.predict import run
 
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from rich.console import Console
 
     console = Console()

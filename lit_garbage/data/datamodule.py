@@ -35,6 +35,9 @@ from lit_garbage.data.transforms import (
     train_transform,
 )
 
+# data.num_workers: null gives one DataLoader worker per CPU core this process may use, at most this many (more
+# workers than cores only compete for them, and DataLoader warns about it).
+MAX_AUTO_WORKERS = 8
 AUGMENT_ON = ("auto", "cpu", "device")  # data.augment_on: where the train-time augmentation runs
 CLASS_WEIGHT = ("balanced", "none")  # data.class_weight: the loss's class weights (Keras class_weight)
 SAMPLERS = ("shuffle", "balanced")  # data.sampler: how the training images are drawn each epoch
@@ -42,7 +45,8 @@ DATA_RULES = (
     Rule("data.root", lambda v: isinstance(v, str) and v.strip() != "", "must be the dataset folder"),
     Rule("data.image_size", lambda v: integer(v) and v >= MIN_IMAGE_SIZE, f"must be an integer >= {MIN_IMAGE_SIZE}"),
     Rule("data.batch_size", lambda v: integer(v) and v >= 1, "must be >= 1"),
-    Rule("data.num_workers", lambda v: integer(v) and v >= 0, "must be >= 0"),
+    Rule("data.num_workers", optional(lambda v: integer(v) and v >= 0),
+         f"must be >= 0, or null (one per usable CPU core, at most {MAX_AUTO_WORKERS})"),
     Rule("data.augment_on", one_of(*AUGMENT_ON), f"must be one of {', '.join(AUGMENT_ON)}"),
     Rule("data.class_weight", one_of(*CLASS_WEIGHT), f"must be one of {', '.join(CLASS_WEIGHT)}"),
     Rule("data.sampler", one_of(*SAMPLERS), f"must be one of {', '.join(SAMPLERS)}"),
@@ -50,6 +54,13 @@ DATA_RULES = (
     Rule("data.near_duplicate_distance", optional(lambda v: integer(v) and 0 <= v <= 32),
          "must be in [0, 32] (bits of a 64-bit perceptual hash) or null"),
 )
+
+
+def auto_workers() -> int:
+    """`data.num_workers: null`: one worker per CPU core this process may use (a container's or taskset's limit
+    included), at most MAX_AUTO_WORKERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
 class UnreadableImagesError(RuntimeError):
@@ -214,7 +225,8 @@ class GarbageDataModule(pl.LightningDataModule):
             (`scripts/fit.py` puts it in the run directory).
         image_size: square input size the images are resized to.
         batch_size: per-device batch size.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; null (default): one per CPU core this process may use
+            (`os.sched_getaffinity`), at most 8.
         split: train/val/test fractions (stratified).
         split_seed: seed of the stratified split.
         augment: train-time augmentation (the seed's ImageDataGenerator settings).
@@ -248,7 +260,7 @@ class GarbageDataModule(pl.LightningDataModule):
         manifest: str | None = None,
         image_size: int = DEFAULT_IMAGE_SIZE,
         batch_size: int = 32,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
         split_seed: int = 42,
         augment: Augment = Augment(),
@@ -278,7 +290,7 @@ class GarbageDataModule(pl.LightningDataModule):
         self.manifest_path = manifest
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = auto_workers() if num_workers is None else num_workers
         self.split = tuple(split)
         self.split_seed = split_seed
         self.augment = augment

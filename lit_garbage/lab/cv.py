@@ -20,9 +20,10 @@ training photos and on a separate test folder, with several seeds:
 
 A recipe is a name and `fit` arguments (`--recipe NAME "--config configs/x.yaml --model.lr 1e-3"`); every
 run gets the common ones (backbone file, image size, data, fold manifest, seed, CPU). Runs live in
-`OUT/runs/<name>-<hash>/k5-seed0-f<fold>-s<seed>/` (the hash covers the config files' content and the
-arguments: edit a config and its runs start afresh, the old ones stay on disk); a finished run keeps its
-`model.ckpt` and `score.json` and is read back, so an interrupted experiment continues where it stopped.
+`OUT/runs/<name>-<hash>/k5-seed0-f<fold>-s<seed>/` (the hash covers the config files' content, an overlay's
+base included, and the arguments: edit a config and its runs start afresh, the old ones stay on disk); a finished
+run keeps its `model.ckpt` and `score.json` and is read back, so an interrupted experiment continues where it
+stopped.
 Writes `cv.json` and `cv.md` (every fold and seed, mean +- sd, paired differences against `--baseline`).
 """
 
@@ -55,6 +56,7 @@ from lit_garbage.lab.cv_tables import (  # noqa: F401 - the tables, also as cv.*
 from lit_garbage.lab.experiments import CONFIGS, real_data, resolve_backbone, score_metrics
 from lit_garbage.lab.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
+from lit_garbage.training.config_files import config_chain
 
 SCORE_FILE = "score.json"
 INT8_FILE = "int8.json"
@@ -100,7 +102,8 @@ class Recipe:
         """A hash of what decides the runs: the config files' content, the arguments, the common options."""
         h = hashlib.sha256()
         for c in self.configs:
-            h.update(Path(c).read_bytes())
+            for part in config_chain(c):  # an overlay's base decides its runs as much as the overlay
+                h.update(Path(part).read_bytes())
         h.update(json.dumps([self.overrides, list(common)]).encode())
         return h.hexdigest()[:8]
 

@@ -26,11 +26,13 @@ import errno
 import json
 import os
 import sys
+import warnings
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import EarlyStopping, WeightAveraging
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -59,6 +61,7 @@ from lit_garbage.training.callbacks import (
     remove_stale_temporaries,
 )
 from lit_garbage.training.config_checks import ConfigError, check_config
+from lit_garbage.training.config_files import ConfigFileError, expand_bases
 from lit_garbage.training.module import GarbageClassifier
 from lit_garbage.training.rundir import (
     WRITE_ERRNOS,
@@ -121,6 +124,16 @@ def check_safe_to_load(path: Path) -> None:
 
 
 class GarbageCLI(LightningCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # `lit-garbage fit` hands over the arguments it read from sys.argv, so Lightning's check (a warning
+        # whenever `args` is given while sys.argv holds arguments) would fire on every run: parsed without it.
+        try:  # overlay configs (`base: seed.yaml`) become their chain of --config values
+            args = expand_bases(sys.argv[1:] if args is None else list(args))
+        except ConfigFileError as err:
+            print(f"error: --config: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        self.config = parser.parse_args(args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="Run directory (default: runs/<date>-<time>). Required with --resume "
@@ -229,7 +242,9 @@ def run_fit(cli: GarbageCLI) -> dict:
     # place, the callback would swap its last average in for the final validate/test and model.ckpt.
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     run_dir = Path(cli.run_dir)
-    trainer.save_checkpoint(run_dir / MODEL_FILE)
+    # The full state (weights, optimiser, callbacks), as every checkpoint of a run: said explicitly, so Lightning
+    # does not print that it chose (it reads like a remark on loading, which is always weights_only here).
+    trainer.save_checkpoint(run_dir / MODEL_FILE, weights_only=False)
     # Under SLURM, validate / test with no ckpt_path load the newest hpc_ckpt_N.ckpt by themselves (the state at a
     # pre-emption, not these weights): name the weights just saved instead.
     final = {"ckpt_path": str(run_dir / MODEL_FILE)} if (
@@ -306,6 +321,10 @@ def main(args: list[str] | None = None) -> dict | None:
     naming the file (SystemExit(1))."""
     _RUN.clear()
     StopOnSignal.received = None
+    # The frozen part of the backbone keeps its BatchNorms in inference mode by design (`FreezeBackbone`, as Keras's
+    # `trainable = False`); Lightning warns about every module in eval mode when training starts.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training",
+                            category=PossibleUserWarning)
     try:
         cli = GarbageCLI(
             GarbageClassifier,

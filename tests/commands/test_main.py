@@ -75,3 +75,32 @@ def test_export_still_requires_a_model(capsys):
     with pytest.raises(SystemExit) as exit_:
         export(["--out", "x"])
     assert exit_.value.code == 2 and "required: --model" in capsys.readouterr().err
+
+
+def test_importing_the_package_leaves_tensorflows_log_level_alone():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", "import os, lit_garbage; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv,user,level", [
+    (["export"], None, "2"),  # quiet by default
+    (["export", "--verbose"], None, None),  # --verbose: TensorFlow's own logs are shown
+    (["export"], "0", "0"),  # a level the user set is kept
+    (["predict"], None, "2"),
+    (["predict"], "1", "1"),
+])
+def test_commands_hide_tensorflows_logs_unless_export_is_verbose(argv, user, level, tmp_path, monkeypatch):
+    """Set before the command imports TensorFlow (which reads it once); the model file is missing, so the command
+    stops early with exit status 2."""
+    import os
+
+    if user is None:
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", user)
+    assert main([argv[0], "--model", str(tmp_path / "missing.ckpt"), *argv[1:]]) == 2
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level

@@ -163,3 +163,20 @@ def test_numpy_model_input_equals_the_torchvision_transform_bit_for_bit(syntheti
         x = model_input(image, size)
         assert x.dtype == np.float32 and x.shape == (3, size, size)
         assert np.array_equal(x, tf(image).numpy()), f
+
+
+def test_workers_default_to_the_usable_cores(synthetic_root, monkeypatch):
+    """data.num_workers null (the default, and the configs'): one worker per core this process may use, capped,
+    so DataLoader never starts more workers than there are cores."""
+    import os
+
+    from lit_garbage.data.datamodule import MAX_AUTO_WORKERS
+    from lit_garbage.training.config_checks import config_problems
+
+    cores = len(os.sched_getaffinity(0))
+    assert GarbageDataModule(str(synthetic_root)).num_workers == min(cores, MAX_AUTO_WORKERS)
+    assert GarbageDataModule(str(synthetic_root), num_workers=0).num_workers == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert GarbageDataModule(str(synthetic_root), num_workers=None).num_workers == MAX_AUTO_WORKERS
+    cfg = {"data": {"root": "d", "image_size": 64, "batch_size": 4, "num_workers": None}}
+    assert not [p for p in config_problems(cfg) if "num_workers" in p]

@@ -117,3 +117,24 @@ def test_two_process_ddp_run_finishes_and_logs_metrics(synthetic_root, tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
     assert 0 <= results["val_acc"] <= 1
     assert _epoch_rows(run_dir, "val_loss")
+
+
+# What `fit` used to print that nobody could act on: DataLoader's advice against more workers than cores (the
+# default is now one per core), LightningCLI's against `args` beside sys.argv (the command hands sys.argv over),
+# Lightning's note on saving model.ckpt (now said explicitly) and the frozen BatchNorms in eval mode (by design).
+UNACTIONABLE = ("worker processes in total", "not recommended to provide both args and command line arguments",
+                "`weights_only` was not set", "module(s) in eval mode")
+
+
+@pytest.mark.slow
+def test_fit_prints_no_warning_nobody_can_act_on(synthetic_root, tmp_path):
+    """`python -m lit_garbage fit` as a user runs it: seed.yaml (a partly frozen backbone), default workers."""
+    cmd = [sys.executable, "-m", "lit_garbage", "fit", "--config", str(REPO / "configs" / "seed.yaml"),
+           "--data.root", str(synthetic_root), "--data.image_size", "64", "--data.batch_size", "16",
+           "--model.pretrained", "false", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+           "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if k not in ("LIT_GARBAGE_RUN_DIR", "PYTHONWARNINGS")}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert [m for m in UNACTIONABLE if m in out] == [], out[-5000:]
