@@ -73,9 +73,10 @@ demo: setup $(DATA)
 	@echo "demo done: run in $(RUN), exports and reports in $(EXPORT); serve the web page with"
 	@echo "  $(LG) serve --export $(EXPORT)"
 
-# Side-by-side speed of this project and the seed's Keras recipe (prints a table, writes bench.json).
+# Side-by-side speed of this project and the seed's Keras recipe (prints a table, writes bench.json); the lab
+# runs from the checkout (references/), not from the installed package.
 bench: setup
-	$(LG) bench
+	$(PY) -m references.bench
 
 test: test-setup
 	$(PY) -m pytest -q

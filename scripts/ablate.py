@@ -1,8 +1,11 @@
-"""`python scripts/ablate.py ARGS` is `lit-garbage ablate ARGS` (see `lit-garbage ablate --help`)."""
+"""`python scripts/ablate.py ARGS` is `python -m references.ablate ARGS` (see its --help), from a checkout."""
 
 import sys
+from pathlib import Path
 
-from lit_garbage.commands.main import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's root: references/ is not installed
+
+from references.ablate import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["ablate", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

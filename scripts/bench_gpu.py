@@ -1,8 +1,11 @@
-"""`python scripts/bench_gpu.py ARGS` is `lit-garbage bench-gpu ARGS` (see `lit-garbage bench-gpu --help`)."""
+"""`python scripts/bench_gpu.py ARGS` is `python -m references.bench_gpu ARGS` (see its --help), from a checkout."""
 
 import sys
+from pathlib import Path
 
-from lit_garbage.commands.main import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's root: references/ is not installed
+
+from references.bench_gpu import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["bench-gpu", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

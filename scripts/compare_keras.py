@@ -1,8 +1,11 @@
-"""`python scripts/compare_keras.py ARGS` is `lit-garbage compare-keras ARGS` (see `lit-garbage compare-keras --help`)."""
+"""`python scripts/compare_keras.py ARGS` is `python -m references.compare_keras ARGS` (see its --help), from a checkout."""
 
 import sys
+from pathlib import Path
 
-from lit_garbage.commands.main import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's root: references/ is not installed
+
+from references.compare_keras import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["compare-keras", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

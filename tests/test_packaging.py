@@ -44,14 +44,23 @@ def _run(cmd, timeout=900, **kwargs) -> subprocess.CompletedProcess:
 def wheel(tmp_path_factory) -> Path:
     """The project's wheel, built from a copy of the sources (no build files land in the checkout)."""
     src = tmp_path_factory.mktemp("src")
-    shutil.copytree(REPO / "lit_garbage", src / "lit_garbage",
-                    ignore=shutil.ignore_patterns("node_modules", "__pycache__"))
+    for folder in ("lit_garbage", "references"):  # references/ beside the package, as in a checkout: left out
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("node_modules", "__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", src, "-w", out])
     (whl,) = out.glob("lit_garbage-*.whl")
     return whl
+
+
+def test_the_wheel_carries_the_product_not_the_lab(wheel):
+    """The lab (`references/`: benchmarks, recipe research) runs from a checkout; the wheel holds the package only."""
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("lit_garbage/commands/") for n in names)
+    assert not [n for n in names if n.startswith(("references/", "lit_garbage/lab/"))]
 
 
 def _predictions(path: Path) -> dict[str, list]:

@@ -68,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_RANGES}")
     p.add_argument("--int8-float-convs", type=int, default=DEFAULT_FLOAT_CONVOLUTIONS, metavar="N",
                    help="the int8 file stays float32 up to its N-th convolution (input normalisation, stem, first "
-                        "blocks): closer to float and faster on CPU (README, \"int8\"); 0: int8 from the input; "
+                        "blocks): closer to float and faster on CPU (docs/int8.md); 0: int8 from the input; "
                         f"default: {DEFAULT_FLOAT_CONVOLUTIONS}")
     p.add_argument("--int8-float-classifier", action=argparse.BooleanOptionalAction, default=DEFAULT_FLOAT_CLASSIFIER,
                    help="keep the int8 file's last dense layer and softmax float32 (int8 probabilities sit on 256 "
-                        "levels, where near ties collapse; README, \"int8\"); default: on")
+                        "levels, where near ties collapse; docs/int8.md); default: on")
     from lit_garbage.export.references import VERIFY_IMAGES
 
     p.add_argument("--verify-images", type=int, default=VERIFY_IMAGES,
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
         failed = {r.name for r in result.report.results if r.status == "fail"}
         if failed & {*INT8, *INT16X8} and not exporter.weights_on_int8_grid:
             # An int8-ready checkpoint is a new model: its answers differ from this one's on a few % of photos
-            # (README, "Which int8 file keeps your model's answers"), so it is offered, not prescribed.
+            # (docs/results/2026-12-03-int8.md), so it is offered, not prescribed.
             print(f"hint: the weights of {args.model} are not on the int8 grid, and rounding them loses answers; "
                   "keep more of the int8 file float (--int8-float-convs), or make an int8-exact model: "
                   f"`lit-garbage int8-finetune --model {args.model} --out READY.ckpt`, then `lit-garbage export "

@@ -8,11 +8,11 @@
     lit-garbage parity --export RUN/export                          # every format on the test split
     lit-garbage serve --export RUN/export                            # the browser demo
     lit-garbage import-keras seed.h5 --out model.ckpt                # a Keras MobileNetV2 as a checkpoint
-    lit-garbage bench                                                # the lab: speed against the seed's Keras
 
 Each subcommand is a module with `main(argv) -> exit status` and its own `--help`. Subcommands are named
 here by module path and imported only when run, so `lit-garbage predict` on a `.tflite` file never loads
-torch or TensorFlow, and the product never imports the lab.
+torch or TensorFlow. The lab (benchmarks, recipe research) is not a subcommand: it lives in the checkout's
+`references/` folder (`python -m references.bench`, ...), outside the package.
 """
 
 from __future__ import annotations
@@ -36,12 +36,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lit_garbage.commands.serve", "the browser demo of an export (TensorFlow.js), served locally"),
     "import-keras": ("lit_garbage.commands.import_keras",
                      "a Keras MobileNetV2 (.keras, .h5, SavedModel) as a checkpoint of this project"),
-    "bench": ("lit_garbage.lab.bench", "lab: speed of this project against the seed's Keras recipe, side by side"),
-    "bench-gpu": ("lit_garbage.lab.bench_gpu", "lab: training throughput on one GPU under the speed switches"),
-    "compare-keras": ("lit_garbage.lab.compare_keras", "lab: the seed recipe trained here and with Keras, same split"),
-    "ablate": ("lit_garbage.lab.ablate", "lab: the improved recipe's ablation, one change per row"),
-    "cv": ("lit_garbage.lab.cv", "lab: recipes compared by k-fold cross-validation and on an independent test set"),
-    "latency": ("lit_garbage.lab.latency", "lab: single-image latency of model files side by side on this machine"),
 }
 
 # The extra of pyproject.toml that brings a third-party package: what to install when a command needs it.

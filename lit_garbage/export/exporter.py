@@ -40,7 +40,7 @@ FORMAT_FILES = {
 }
 ALL_FORMATS = tuple(FORMAT_FILES)
 # int16x8 only when asked for: LiteRT runs it on reference kernels on CPU, about 30x float32's latency
-# (README, "int8 that agrees with float").
+# (docs/results/2026-12-03-int8.md).
 DEFAULT_FORMATS = tuple(f for f in ALL_FORMATS if f != "int16x8")
 REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
             "int16x8": ("saved_model",), "tfjs": ("saved_model",)}

@@ -25,22 +25,17 @@ FRACTIONS = np.concatenate([np.linspace(0.05, 0.5, 10, endpoint=False), np.linsp
 LEVELS = 255  # int8 steps across a range
 
 RANGE_CHOICES = ("minmax", "mse", "mse-signed")  # mse-signed: only tensors that take negative values
-# The export default (README, "int8"): mse / mse-signed agree better with float on the two real models, but on
-# the tests' tiny model MediaPipe's LiteRT computes a mse-signed file differently from ai-edge-litert (0.11 in
-# probability; 0.0 for minmax), so the portable choice stays the default.
+# The export default: mse / mse-signed agree better with float on the two real models, but MediaPipe's LiteRT
+# computes a mse-signed file differently from ai-edge-litert (minmax: identically), so the portable choice stays
+# the default (measured: docs/results/2026-12-03-int8.md).
 DEFAULT_RANGES = "minmax"
-# The graph stays float up to its 8th convolution by default (`quantize_int8(float_convolutions=)`). Measured on
-# two real MobileNetV2 models (README, "int8"): each float convolution brings int8 a little closer to float (mean
-# top-1 agreement over six sets 97.1 % for 0, 99.2 % for 8, 99.3 % for 16) and costs latency (AVX-512 CPU, one
-# thread: 0.59-0.61x of float32 for 0, 0.50-0.58x for 1-3 since the stem is slower in int8 than in float,
-# 0.56-0.62x for 8, 0.63-0.64x for 16): 8 sits at 0.6x with every int8 accuracy within 0.5 points of float
-# (1-4 lost up to 1.5 on one set).
+# The graph stays float up to its 8th convolution by default (`quantize_int8(float_convolutions=)`): each float
+# convolution brings int8 a little closer to float and costs latency, and 8 was the measured trade-off (the float
+# prefix's sweep: docs/results/2026-12-03-int8.md).
 DEFAULT_FLOAT_CONVOLUTIONS = 8
 # The classifier's last dense layer and its softmax stay float32 by default (`quantize_int8(float_classifier=)`):
 # in int8 the softmax writes probabilities on 256 levels (scale 1/256), so two near classes round to the same
-# level and argmax takes the lower index. Measured on a real seed model's int8-finetune checkpoint with the float
-# prefix of 8 (README, "int8"): mean KL divergence from float32 0.029 -> 0.0016, top-1 agreement over test / val /
-# smoke 98.97 -> 99.23 %, 0.01 MB more; a float pooling and first dense layer as well changed nothing further.
+# level and argmax takes the lower index (the classifier output's measurements: docs/results/2026-12-03-int8.md).
 DEFAULT_FLOAT_CLASSIFIER = True
 
 

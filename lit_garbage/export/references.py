@@ -35,18 +35,18 @@ ONNX_FILE = FORMATS["onnx"]["file"]  # the fp16 reference is built from it
 FP32_MAX_ABS_DIFF = 1e-4
 # The fp16 file against its reference is float32 computation of the same float16 weights: the float32 bound.
 FP16_MAX_ABS_DIFF = FP32_MAX_ABS_DIFF
-# A sound int8 file changes top-1 on 0-1.5 % of real photos (README, "int8"), and where it does, torch's margin
-# was up to 0.66 (`MEASURED['int8_vs_torch']`): neither a probability bound nor a margin separates sound from
-# broken, and a fixed fraction of a few dozen images fails sound files by chance (98 % of 64 images allows one
-# disagreement: a file agreeing on 99 % of all photos then fails with probability 0.13, one at 98.5 % with 0.25;
-# a real seed model's sound export failed so, 2 of 64). So int8 fails when its disagreements exceed what a file
-# agreeing on INT8_AGREEMENT of all images shows except with probability INT8_FALSE_FAILURE: the binomial's
+# A sound int8 file changes top-1 on 0-1.5 % of real photos (docs/results/2026-12-03-int8.md), and where it does,
+# torch's margin was up to 0.66 (`MEASURED['int8_vs_torch']`): neither a probability bound nor a margin separates
+# sound from broken, and a fixed fraction of a few dozen images fails sound files by chance (98 % of 64 images
+# allows one disagreement: a file agreeing on 99 % of all photos then fails with probability 0.13, one at 98.5 %
+# with 0.25; a real seed model's sound export failed so, 2 of 64). So int8 fails when its disagreements exceed what
+# a file agreeing on INT8_AGREEMENT of all images shows except with probability INT8_FALSE_FAILURE: the binomial's
 # quantile. A broken file disagrees far more (two classes exchanged: 12 of 24 images on the test suite's model).
 INT8_AGREEMENT = 0.98
 INT8_FALSE_FAILURE = 1e-3
 # Test-split images verification runs through every file. The int8 bound tightens with them: of 64 images up to
-# 6 may differ (a file agreeing on 90 % still passes with probability 0.54), of 256 up to 13 (0.003); they cost
-# about 20 s more than 64 (a real seed model's export at 160 px, 2 cores: 55 -> 77 s).
+# 6 may differ (a file agreeing on 90 % still passes with probability 0.54), of 256 up to 13 (0.003); their cost
+# in export time: docs/results/2026-12-02-export-verification.md.
 VERIFY_IMAGES = 256
 INT16X8_MAX_ABS_DIFF = 5e-2  # 2x the largest measured, 10x the real models' (MEASURED['int16x8_vs_torch'])
 # int8 has no max-abs-diff bound; a disagreement is called a near tie when torch's margin is below this.
@@ -55,21 +55,16 @@ INT8_NEAR_TIE_MARGIN = 0.1
 # 2x the largest difference of sound int8 files from torch (`MEASURED['int8_vs_torch']`).
 INT8_DIAGNOSIS_BOUND = 0.5
 
-# Measured 2026-12-01 (probabilities, max abs diff over the images; the two real 10-class models, 160 px, on
-# their 281 test images; SavedModel and TFJS on the export's 64).
+# What each bound was measured on, written into verify.md; the measurements, dated, with the files and photos
+# they were made on: docs/results/2026-12-02-export-verification.md.
 MEASURED = {
     "fp32_vs_torch": "<= 1.1e-5 on both real models (ONNX, SavedModel, TFLite fp32, TFJS)",
-    # 2026-12-02, 256 test images each: three int8-finetune checkpoints of one real seed model (the default
-    # fine-tune run twice, and once with an extra consistency loss); the torch fold + round reference used
-    # before gave 7.4e-4 / 1.1e-4 / 1.2e-3 on the same files (its bound, 1e-3, failed the third).
     "fp16_vs_reference": "9.8e-6 / 7.9e-6 / 8.0e-6 (real seed model, three fine-tunes), top-1 100 %",
     "fp16_vs_torch": "0.078 / 0.046 / 0.044 on the same files (0.027 and 0.035 on the 2026-12-01 pair)",
     "int8_vs_torch": "int8-finetune checkpoints, float prefix 8: top-1 changed on 0-1.5 % of 281 test, 281 "
                      "validation and 200 smoke photos per set (2026-12-02); margins of the changed images 0.003-0.24 "
                      "(with a float prefix of 1 up to 0.66); largest probability difference 0.22 (0.25 with a "
                      "float prefix of 3)",
-    # 200 smoke photos; the two real models' int8-ready checkpoints (weights on the int8 grid). From their
-    # training checkpoints int16x8 misses like int8 does (0.22 / 0.60): the weights' rounding changes them.
     "int16x8_vs_torch": "2.8e-3 / 4.5e-3 (seed, `int8-finetune --epochs 0` / 1), 7.5e-3 / 5.4e-3 "
                         "(full_finetune.yaml), top-1 100 %; 0.024 on the test suite's tiny 64 px model trained "
                         "from scratch",

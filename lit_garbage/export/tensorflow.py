@@ -19,7 +19,7 @@ keeps the same input contract as every other format. Calibration images are NHWC
 (normalisation is inside the model, so no mean/std is applied to them). `quantize_int16x8` is the same call
 with int16 activations (TFLite's 16x8 mode, `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`):
 an opt-in file with int8's weights and float's answers, for runtimes with int16 kernels (LiteRT runs it on
-its reference kernels on CPU; README, "int8 that agrees with float").
+its reference kernels on CPU; docs/results/2026-12-03-int8.md).
 
 Other timm backbones: what a graph needs is chosen from the ops the ONNX file holds, never by the user:
 onnx2tf reads a rewritten copy where a padded MaxPool or a HardSwish would break int8 / TFJS

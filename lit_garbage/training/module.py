@@ -111,8 +111,8 @@ class GarbageClassifier(pl.LightningModule):
     into the mixed targets); `drop_path` is timm's stochastic depth rate of the backbone's blocks;
     `layer_decay` (layer-wise learning-rate decay) scales each backbone stage's rate by decay^(stages above it),
     on top of `backbone_lr_scale`.
-    `compile` runs training through `torch.compile` (same numbers up to float rounding; on 2 CPU cores
-    ~1.15x faster steps after a first step of ~1-2 minutes, so it pays for runs of more than ~500 steps).
+    `compile` runs training through `torch.compile` (same numbers up to float rounding; it pays for long runs
+    only: docs/results/2026-11-26-speed.md).
     """
 
     def __init__(

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("fit", "export", "evaluate", "predict", "serve", "import-keras", "bench"):
+    for name in ("fit", "export", "evaluate", "predict", "serve", "import-keras"):
         assert f"\n  {name} " in out, f"{name} missing from:\n{out}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lit_garbage.data.transforms import Augment
-from lit_garbage.lab.bench import (
+from references.bench import (
     OURS,
     TARGETS,
     _targets,
@@ -120,7 +120,7 @@ def test_targets_compare_in_the_right_direction():
 
 def test_keras_generator_uses_the_projects_augmentation_amounts():
     pytest.importorskip("tf_keras")
-    from lit_garbage.lab.keras_recipe import image_data_generator
+    from references.keras_recipe import image_data_generator
 
     aug = Augment(rotation=12.0, shift=0.1, shear=7.0, zoom=0.3, channel_shift=10 / 255, brightness=(0.7, 1.1))
     gen = image_data_generator(aug)
@@ -160,7 +160,7 @@ def test_gpu_bench_script_runs_on_the_cpu_and_writes_its_table(tmp_path):
 def test_gpu_bench_without_a_gpu_says_so(tmp_path, monkeypatch):
     import torch
 
-    from lit_garbage.lab import bench_gpu
+    from references import bench_gpu
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_gpu.main(["--out", str(tmp_path / "x.json")]) == 2

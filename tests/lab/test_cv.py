@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lit_garbage.data.manifest import Manifest, Record
-from lit_garbage.lab import cv
-from lit_garbage.lab.experiments import CONFIGS
+from references import cv
+from references.experiments import CONFIGS
 
 DEMO = CONFIGS / "demo.yaml"
 

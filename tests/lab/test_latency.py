@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lit_garbage.lab import latency
+from references import latency
 
 
 @pytest.fixture(autouse=True)

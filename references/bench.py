@@ -10,7 +10,7 @@ Four comparisons, each measured in the same run on the same images (the train sp
   against the seed's `ImageDataGenerator(...).flow_from_directory` fed through Keras's own `OrderedEnqueuer`
   (what `fit(workers=...)` uses), batch 32, the same number of worker processes, no model;
 - training: images/s over a fixed number of optimisation steps after a warm-up, Lightning (timm MobileNetV2
-  + the seed head, `configs/seed.yaml` with weights=None) against the Keras build of `lit_garbage.lab.keras_recipe`
+  + the seed head, `configs/seed.yaml` with weights=None) against the Keras build of `references.keras_recipe`
   (weights=None, last 30 layers trainable), each fed by its own pipeline, plus each side's peak resident memory;
 - inference: single-image latency (median over >= 50 runs after warm-up, backends interleaved) of torch eager,
   onnxruntime, TFLite float32 / float16 / int8 (LiteRT) and TFJS in Node from this project's export, against a
@@ -49,7 +49,7 @@ from typing import Any, Self
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.runs import MANIFEST_FILE
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SEED_CONFIG = REPO / "configs" / "seed.yaml"
 SCHEMA_VERSION = 1
 PHASE_TIMEOUT_S = 1200
@@ -237,7 +237,7 @@ def _prepare_cache(dm) -> dict:
 
 def _keras_flow(spec: dict, shuffle: bool = True):
     from lit_garbage.data.transforms import Augment
-    from lit_garbage.lab.keras_recipe import flow_from_directory
+    from references.keras_recipe import flow_from_directory
 
     return flow_from_directory(spec["keras_train_dir"], image_size=spec["image_size"], batch_size=spec["batch_size"],
                                augment=Augment(**spec["augment"]), classes=spec["class_names"], shuffle=shuffle,
@@ -322,7 +322,7 @@ def phase_train_ours(spec: dict) -> dict:
 def phase_train_keras(spec: dict) -> dict:
     from tf_keras.callbacks import Callback
 
-    from lit_garbage.lab.keras_recipe import (
+    from references.keras_recipe import (
         build_seed_model,
         class_weight_dict,
         convert_to_tflite,
@@ -497,7 +497,7 @@ def phase_main(name: str, spec_path: str, result_path: str) -> int:
 
 
 def default_data() -> Path | None:
-    from lit_garbage.lab.experiments import real_data
+    from references.experiments import real_data
 
     return real_data("smoke")
 
@@ -584,7 +584,7 @@ class Bench:
         env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                    OMP_NUM_THREADS=str(self.threads), TF_CPP_MIN_LOG_LEVEL="2",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        cmd = [sys.executable, "-m", "lit_garbage.lab.bench", "_phase", name, str(self.spec_path), str(result_path)]
+        cmd = [sys.executable, "-m", "references.bench", "_phase", name, str(self.spec_path), str(result_path)]
         self.console.print(f"  {label} ...", end="")
         start = time.perf_counter()
         with log_path.open("w") as log:
@@ -654,7 +654,7 @@ class Bench:
         results["inference"]["tflite_pair"] = self.phase("tflite_pair", "TFLite float32, ours vs Keras, head to head")
         results["targets"] = _targets(results)
         return {
-            "schema_version": SCHEMA_VERSION, "tool": "lit_garbage.lab.bench", "quick": self.quick,
+            "schema_version": SCHEMA_VERSION, "tool": "references.bench", "quick": self.quick,
             "started": started.isoformat(timespec="seconds"),
             "duration_s": (datetime.now(UTC) - started).total_seconds(),
             "data": data, "settings": {**asdict(self.sizes), "batch_size": self.spec["batch_size"],

@@ -24,7 +24,7 @@ from itertools import chain, repeat
 from pathlib import Path
 
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
-from lit_garbage.lab.bench import seed_config
+from references.bench import seed_config
 from lit_garbage.runs import MANIFEST_FILE
 
 

@@ -6,7 +6,7 @@ same test images:
 
 - this project: `fit.py --config configs/seed.yaml` with `--model.weights keras:PATH`, fed [0, 1] pixels
   (`mean 0, std 1`) exactly as the seed feeds its backbone;
-- Keras: `lit_garbage.lab.keras_recipe` (the one Keras rebuild of the seed: ImageDataGenerator augmentation,
+- Keras: `references.keras_recipe` (the one Keras rebuild of the seed: ImageDataGenerator augmentation,
   last 30 layers trainable, the same head, class weights, Adam 5e-4, early stopping), reading the split
   through `flow_from_dataframe`.
 
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lit_garbage.data.manifest import Manifest
-from lit_garbage.lab.experiments import (
+from references.experiments import (
     FAITHFUL,
     Run,
     experiment_parser,
@@ -46,7 +46,7 @@ def keras_run(seed: int, out: Path, weights: Path, data: Path, manifest: Manifes
     """The seed's Keras recipe from `weights`, scored on the test split; cached in score.json like a torch run."""
     from lit_garbage.data.transforms import Augment
     from lit_garbage.evaluation.evaluate import SplitResult
-    from lit_garbage.lab.keras_recipe import (
+    from references.keras_recipe import (
         build_seed_model,
         fit_seed_recipe,
         flow_from_records,

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from lit_garbage.lab.cv_tables import (  # noqa: F401 - the tables, also as cv.*
+from references.cv_tables import (  # noqa: F401 - the tables, also as cv.*
     METRICS,
     mean_sd,
     per_class_markdown,
@@ -53,8 +53,8 @@ from lit_garbage.lab.cv_tables import (  # noqa: F401 - the tables, also as cv.*
     summarise,
     summary_markdown,
 )
-from lit_garbage.lab.experiments import CONFIGS, real_data, resolve_backbone, score_metrics
-from lit_garbage.lab.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
+from references.experiments import CONFIGS, real_data, resolve_backbone, score_metrics
+from references.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
 from lit_garbage.training.config_files import config_chain
 
@@ -63,7 +63,7 @@ INT8_FILE = "int8.json"
 INT8_DIR = "export-int8"
 DEFAULT_OUT = "runs/cv"
 DEFAULT_K = 5
-EXPORT_PACKAGE = Path(__file__).resolve().parents[1] / "export"
+EXPORT_PACKAGE = Path(__file__).resolve().parents[1] / "lit_garbage" / "export"
 # Named as `lit-garbage ablate` names its first and last rows: the same runs serve both tables.
 DEFAULT_RECIPES = (("seed.yaml", ("--config", str(CONFIGS / "seed.yaml"))),
                    ("improved.yaml", ("--config", str(CONFIGS / "improved.yaml"))))

@@ -23,7 +23,7 @@ from lit_garbage.runs import MANIFEST_FILE
 
 SCORE_FILE = "score.json"
 DEFAULT_OUT = "runs/recipes"
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAITHFUL = "faithful (seed.yaml)"
 # The seed rescales pixels to [0, 1] and feeds them to its backbone as they are.
 SEED_INPUT = ("--model.mean", "[0.0, 0.0, 0.0]", "--model.std", "[1.0, 1.0, 1.0]")
@@ -34,7 +34,7 @@ REAL_DATA_ENV = "LIT_GARBAGE_REAL_DATA"
 def real_data(name: str) -> Path | None:
     """`$LIT_GARBAGE_REAL_DATA/<name>`, else `../shared/data/real/<name>` beside the project, when it exists."""
     env = os.environ.get(REAL_DATA_ENV)
-    folder = (Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data" / "real") / name
+    folder = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real") / name
     return folder if folder.is_dir() else None
 
 

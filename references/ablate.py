@@ -17,8 +17,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from lit_garbage.lab import cv
-from lit_garbage.lab.experiments import CONFIGS
+from references import cv
+from references.experiments import CONFIGS
 
 SEED = "seed.yaml"
 IMPROVED = "improved.yaml"

@@ -5,7 +5,7 @@ so each sees the same share of any slow-down of a shared machine. Per file: the 
 time and of the process's CPU time per image; with one thread the CPU time is the work done, which hardly
 depends on other load, so the ratios to the first file are taken from it (from the wall time with more
 threads, where CPU time counts every worker). The best `export --int8-float-convs` depends on the CPU's int8
-kernels (README, "int8"): this is how to measure it on the machine the files are for.
+kernels (docs/results/2026-12-03-int8.md): this is how to measure it on the machine the files are for.
 """
 
 from __future__ import annotations
