@@ -10,6 +10,7 @@ interrupt leaves no temporary file behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +38,18 @@ def replaced_atomically(path: str | Path, prefix: str | None = None, suffix: str
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def low_space(folder: str | Path, need: int, what: str) -> str | None:
+    """A one-line problem when `folder` (or its nearest existing parent) has less than `need` bytes free."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        return f"cannot use {what} {folder}: {err.strerror or err}"
+    if free < need:
+        return (f"{what} {folder} has {free / 2**20:.0f} MiB free, {need / 2**20:.0f} MiB are needed; free some "
+                "space" + (" or point TMPDIR at another folder" if "TMPDIR" in what else ""))
+    return None

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lit_garbage.checks import Rule, positive
+from lit_garbage.artifacts import name_problem
 from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
 from lit_garbage.files import replaced_atomically
 from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
@@ -199,6 +200,13 @@ def find_class_folders(root: str | Path) -> list[str]:
             f"class folder name(s) under {shown(root)} are not UTF-8 text: {', '.join(not_text)} (shown with \\xNN "
             "for the bytes that are not). Class names become the model's labels (labels.txt, metadata.json, the "
             "browser demo): rename the folder(s).")
+    unusable = [(c, name_problem(c)) for c in classes if name_problem(c)]
+    if unusable:  # a newline in a name is one more line in labels.txt than the model has outputs
+        raise DatasetError(
+            f"class folder name(s) under {shown(root)} cannot be labels: "
+            + "; ".join(f"{c!r} {why}" for c, why in unusable[:5])
+            + ". Class names become the model's labels (labels.txt, metadata.json, the browser demo): rename the "
+            "folder(s).")
     if not classes:
         hint = (f" It holds {len(loose)} file(s) directly ({', '.join(map(shown, loose[:3]))}...): put each class's "
                 "images into a sub-folder named after the class.") if loose else " It is empty."
