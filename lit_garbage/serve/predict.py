@@ -53,6 +53,7 @@ def run(args, console, errors) -> int:
                          f"metadata.json lies beside it: showing class_0 .. class_{backends[-1].num_classes - 1}")
     if not backends:
         return 2
+    args.top_k = min(args.top_k, max(b.num_classes for b in backends))  # every class at most: no empty columns
 
     truth: dict[Path, str] = {}
     if args.inputs:

@@ -125,4 +125,4 @@ def test_serve_checks_the_export_and_its_options_before_listening(tmp_path, node
     for port in ("99999", "-1", "65536"):
         assert sv.main(["--export", str(good), "--port", port]) == 2
         err = capsys.readouterr().err
-        assert "--port must be from 0 to 65535" in err and "Traceback" not in err and err.count("\n") == 1, err
+        assert "--port must be an integer from 0 to 65,535" in err and "Traceback" not in err and err.count("\n") == 1, err
