@@ -131,19 +131,29 @@ class Manifest:
         path = Path(path)
         with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ())[:len(FIELDS)] != FIELDS:
-                raise DatasetError(f"{path} is not a split manifest (expected columns {', '.join(FIELDS)})")
-            records = []
-            for line, r in enumerate(reader, start=2):
-                if not inside_root(r["path"]):
-                    raise DatasetError(
-                        f"{shown(path)} line {line}: the path {shown(r['path'])!r} is not inside the dataset root "
-                        "(a split manifest lists paths relative to the root, without '..'); it would read a file "
-                        "outside the dataset. Fix the line, or start a new run directory to re-scan the dataset.")
-                mtime = r.get("mtime_ns") or ""
-                records.append(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
-                                      r.get("phash") or "", r.get("group") or "",
-                                      int(mtime) if mtime.isdigit() else None))
+            try:
+                return cls._read_rows(path, reader, class_names)
+            except (csv.Error, KeyError, ValueError, TypeError, AttributeError) as err:
+                # A stray quote swallows the rest of the file into one field, a short row has no path: one line.
+                raise DatasetError(f"{shown(path)} line {reader.line_num}: not a valid split manifest row "
+                                   f"({type(err).__name__}: {str(err)[:120]}); fix the file, or start a new run "
+                                   "directory to re-scan the dataset") from None
+
+    @classmethod
+    def _read_rows(cls, path: Path, reader: csv.DictReader, class_names: list[str] | None) -> Manifest:
+        if tuple(reader.fieldnames or ())[:len(FIELDS)] != FIELDS:
+            raise DatasetError(f"{path} is not a split manifest (expected columns {', '.join(FIELDS)})")
+        records = []
+        for line, r in enumerate(reader, start=2):
+            if not inside_root(r["path"]):
+                raise DatasetError(
+                    f"{shown(path)} line {line}: the path {shown(r['path'])!r} is not inside the dataset root "
+                    "(a split manifest lists paths relative to the root, without '..'); it would read a file "
+                    "outside the dataset. Fix the line, or start a new run directory to re-scan the dataset.")
+            mtime = r.get("mtime_ns") or ""
+            records.append(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
+                                  r.get("phash") or "", r.get("group") or "",
+                                  int(mtime) if mtime.isdigit() else None))
         records = tuple(records)
         names = tuple(class_names or sorted({r.label for r in records}))
         return cls(names, records)

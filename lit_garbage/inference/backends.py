@@ -389,6 +389,13 @@ def tfjs_facts(model_json: Path) -> tuple[list[str], int, str]:
     return _names_and_size(model_json, "tfjs", static, _outputs(model_json, out_dims[-1]))
 
 
+def _runner_cause(stderr: str) -> str:
+    """The runner's own error in one line (Node prints the message, then a stack trace)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    errors = [ln for ln in lines if "Error" in ln or ln.lower().startswith("error")]
+    return ((errors or lines or ["no message"])[-1])[:300]
+
+
 class TFJSBackend(Backend):
     """The TFJS graph model run by `node tfjs/tfjs_predict.mjs` (wasm backend) in a subprocess."""
 
@@ -417,9 +424,18 @@ class TFJSBackend(Backend):
 
     def _run(self, images: np.ndarray, warmup: int) -> tuple[np.ndarray, float]:
         x = _nhwc(images)
-        with tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-") as tmp:
+        try:
+            tmp_dir = tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-")
+        except OSError as err:
+            raise BackendUnavailableError(f"cannot make a temporary folder for the TFJS runner in "
+                                          f"{tempfile.gettempdir()}: {err.strerror or err} (set TMPDIR)") from None
+        with tmp_dir as tmp:
             inp, out = Path(tmp) / "images.f32", Path(tmp) / "result.json"
-            x.astype("<f4").tofile(inp)
+            try:
+                x.astype("<f4").tofile(inp)
+            except OSError as err:  # a full TMPDIR: a line, not a traceback
+                raise BackendUnavailableError(f"cannot write the images for the TFJS runner in {tmp}: "
+                                              f"{err.strerror or err} (free space, or set TMPDIR)") from None
             cmd = [self.node, str(self.runner), "--node-modules", str(self.node_modules), "--model", str(self.path),
                    "--input", str(inp),
                    "--shape", ",".join(map(str, x.shape)), "--output", str(out), "--warmup", str(warmup)]
@@ -427,11 +443,20 @@ class TFJSBackend(Backend):
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             except FileNotFoundError:
                 raise BackendUnavailableError(f"cannot execute node at {self.node}") from None
+            except subprocess.TimeoutExpired:
+                raise ModelFileError(f"{self.path}: the TFJS runner did not finish in 600 s") from None
             if proc.returncode != 0:
-                raise RuntimeError(f"TFJS runner failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
-            result = json.loads(out.read_text())
-        probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
-        self.last_latency_ms = float(result["latency_ms_per_image"])
+                raise ModelFileError(f"{self.path}: the TFJS runner failed: {_runner_cause(proc.stderr)}")
+            try:
+                result = json.loads(out.read_text())
+                probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
+                self.last_latency_ms = float(result["latency_ms_per_image"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise ModelFileError(f"{self.path}: the TFJS runner gave no usable result "
+                                     f"({type(err).__name__}: {str(err)[:200]})") from None
+        if probs.shape != (len(x), self.num_classes):
+            raise ModelFileError(f"{self.path}: the model gave outputs of shape {probs.shape} for {len(x)} images "
+                                 f"of {self.num_classes} classes (model.json's signature does not match its graph)")
         self.last_metadata = result.get("metadata")  # GraphModel.metadata as tfjs loaded it
         return probs, self.last_latency_ms
 

@@ -101,8 +101,13 @@ def run(args, console, errors) -> int:
                 load_errors[e.path] = e.message
                 errors.print(f"[yellow]skipped[/] {escape(shown(e.path))}: {escape(e.message)}")
 
-        idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
-                                      description=f"{backend.kind} {backend.path.name}", console=errors)
+        try:
+            idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
+                                          description=f"{backend.kind} {backend.path.name}", console=errors)
+        except (ModelFileError, BackendUnavailableError) as err:  # e.g. the TFJS runner: a line, the others run
+            errors.print(f"[red]error:[/] model {escape(str(backend.path))}: {escape(str(err))}")
+            failed_models += 1
+            continue
         tops = top_k(probs, backend.class_names, args.top_k)
         per_model.append((backend, idx, probs, tops))
 
