@@ -279,8 +279,10 @@ def locate_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path] | Non
         candidate = folder / METADATA_FILE
         if candidate.is_file():
             try:
+                if candidate.stat().st_size > MAX_FACTS_BYTES:  # a few KB in every export: not one of ours
+                    continue
                 meta = json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):
                 continue
             if isinstance(meta, dict) and "class_names" in meta:
                 return meta, folder
@@ -374,6 +376,10 @@ def read_tflite_facts(path: str | Path) -> dict[str, Any] | None:
 def read_saved_model_facts(folder: str | Path) -> dict[str, Any] | None:
     extra = Path(folder) / "assets.extra"
     try:
+        for name in (FACTS_FILE, LABELS_FILE):
+            if (extra / name).is_file() and (extra / name).stat().st_size > MAX_FACTS_BYTES:
+                raise FactsError(f"{extra / name} is over {MAX_FACTS_BYTES // 2**20} MiB (a few KB in a real "
+                                 "export); refusing to read it")
         if (extra / FACTS_FILE).is_file():
             facts = json.loads((extra / FACTS_FILE).read_text())
             return facts if isinstance(facts, dict) and "class_names" in facts else None

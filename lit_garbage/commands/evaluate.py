@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130
+    except OSError as err:  # the report's folder refused a file the checks up front could not foresee
+        errors.print(f"[red]error:[/] cannot write {escape(str(err.filename or args.out))}: "
+                     f"{escape(err.strerror or str(err))}; choose another --out")
+        return 2
     if not ev.metrics:
         errors.print("[red]error:[/] no image could be evaluated")
         return 1

@@ -476,6 +476,8 @@ def detect_kind(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    if not path.is_dir() and not path.is_file():  # a runtime opening a FIFO waits forever, /dev/zero never ends
+        raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return "saved_model"
@@ -533,6 +535,8 @@ def load_backend(path: str | Path, kind: str | None = None, threads: int | None 
         raise ValueError(f"unknown backend kind '{kind}', expected one of {', '.join(KINDS)}")
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    if not path.is_dir() and not path.is_file():
+        raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
     if kind == "saved_model" and path.name == "saved_model.pb":
         path = path.parent
     backend = _BACKENDS[kind](path, threads=threads)

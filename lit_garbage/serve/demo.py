@@ -57,7 +57,8 @@ def check_layout(export: Path, web: Path = WEB_DIR, node_modules: Path | None = 
     `predict` does; raise DemoError naming the first missing or inconsistent piece."""
     node_modules = node_runtime.node_modules() if node_modules is None else node_modules
     if not export.is_dir():
-        raise DemoError(f"export folder {export} does not exist (make one with lit-garbage export)")
+        raise DemoError(f"export folder {export} " + ("is not a folder" if export.exists() else "does not exist")
+                        + " (make one with lit-garbage export)")
     tfjs = export / "tfjs"
     if tfjs.is_symlink():  # served files are the export's own, never another folder's
         raise DemoError(f"{tfjs} is a link to {os.readlink(tfjs)}; the demo serves only the export's own files: "
@@ -157,6 +158,12 @@ class DemoHandler(SimpleHTTPRequestHandler):
             return ""
         return str(target)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:  # the client hung up mid-reply: nothing to answer, nothing to log
+            self.close_connection = True
+
     def send_head(self):
         try:
             path = self.translate_path(self.path)
@@ -164,6 +171,8 @@ class DemoHandler(SimpleHTTPRequestHandler):
                 self.send_error(HTTPStatus.NOT_FOUND, "not part of the demo")
                 return None
             return super().send_head()
+        except ConnectionError:
+            raise
         except (OSError, RuntimeError, ValueError):  # whatever a request makes of the file system: a reply
             self.send_error(HTTPStatus.BAD_REQUEST, "bad request path")
             return None

@@ -96,6 +96,23 @@ def test_the_server_serves_only_the_exports_own_files(served, capfd):
         status, body = _get(served, path)
         assert 400 <= status < 500, f"{path}: {status}"
         assert b"never served" not in body and b"a user's file" not in body and b"dotfile" not in body, path
+    # Raw requests: an absolute URI, bytes that are not UTF-8, a TLS hello, and clients that hang up mid-reply.
+    import socket
+
+    host, port = served.server_address[:2]
+    for raw in (b"GET http://x/model/tfjs/../model.safetensors HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /model/tfjs/\xff\xfe HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n"):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(raw)
+            reply = sock.recv(200)
+            assert b"never served" not in reply and (b" 404 " in reply or b"400" in reply), (raw, reply)
+    for _ in range(5):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close = reset
+            sock.sendall(b"GET /model/tfjs/model.json HTTP/1.1\r\n\r\n")
+    import time
+
+    time.sleep(0.3)
     err = capfd.readouterr().err
     assert "Traceback" not in err, err[-2000:]
 
