@@ -30,6 +30,7 @@ import copy
 import datetime as _dt
 import importlib.metadata
 import json
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -97,7 +98,7 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
                    calibration: Mapping[str, Any] | None, backbone: str | None,
                    onnx2tf_options: Mapping[str, Any] | None = None, name: str | None = None,
                    version: str | None = None, dataset_root: Path | None = None,
-                   weights: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   weights: Mapping[str, Any] | None = None, export_dir: Path | None = None) -> dict[str, Any]:
     """The facts of one export (metadata.json); `embedded_facts` of it go into every model file."""
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -124,12 +125,15 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
                    "meaning": "softmax class probabilities in class_names order"},
         "formats": {fmt: {"path": FORMATS[fmt]["file"], "input": input_spec(fmt, image_size)}
                     for fmt in formats if fmt in FORMATS},
-        # Absolute paths too, so an export moved away from its run still finds the run's split; the dataset root
-        # too, so evaluating an export never has to open the checkpoint it was made from.
-        "checkpoint": {"file": checkpoint.name, "path": str(Path(checkpoint).resolve()), "sha256": checkpoint_sha256},
+        # Paths relative to the export folder (`export_dir`), so an export beside its run finds the run's split
+        # and dataset without opening the checkpoint; never absolute: a shipped file must not tell where this
+        # machine keeps its files or whose they are (`portable_path`: None where only an absolute path would do).
+        "checkpoint": {"file": checkpoint.name, "path": portable_path(checkpoint, export_dir),
+                       "sha256": checkpoint_sha256},
         "split_manifest": {"file": manifest.name if manifest else None,
-                           "path": str(Path(manifest).resolve()) if manifest else None, "sha256": manifest_sha256,
-                           "dataset_root": str(Path(dataset_root).resolve()) if dataset_root else None},
+                           "path": portable_path(manifest, export_dir) if manifest else None,
+                           "sha256": manifest_sha256,
+                           "dataset_root": portable_path(dataset_root, export_dir) if dataset_root else None},
         "training_metrics": dict(training) if training is not None else None,
         "int8_calibration": dict(calibration) if calibration is not None else None,
         "versions": package_versions(),
@@ -139,6 +143,49 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
     if onnx2tf_options:  # only graphs that need extra onnx2tf options (not the default MobileNetV2) record them
         meta["onnx2tf_options"] = dict(onnx2tf_options)
     return meta
+
+
+def portable_path(path: str | Path, export_dir: Path | None) -> str | None:
+    """`path` relative to the export folder, or None when that would still name this machine's folders: a path
+    from the file-system root, or one through the user's name (e.g. ../../home/alice/data)."""
+    if export_dir is None:
+        return None
+    import getpass
+    import os
+
+    target, start = Path(path).resolve(), Path(export_dir).resolve()
+    common = Path(os.path.commonpath([target, start]))
+    if common == Path(common.anchor):  # nothing shared but the root: the whole absolute path would show
+        return None
+    rel = Path(os.path.relpath(target, start))
+    try:
+        private = {getpass.getuser(), Path.home().name}
+    except (KeyError, OSError):
+        private = {Path.home().name}
+    if any(part in private for part in rel.parts):
+        return None
+    return rel.as_posix()
+
+
+def local_folders() -> dict[str, str]:
+    """This machine's folders that shipped text must not name -> what it says instead, longest first."""
+    import os
+    import sys
+    import tempfile
+
+    here = Path(__file__).resolve().parent
+    found = {str(here.parent): "<lit-garbage>", str(Path(sys.prefix).resolve()): "<python>",
+             sys.prefix: "<python>", str(Path(tempfile.gettempdir()).resolve()): "<tmp>",
+             str(Path.cwd()): "<cwd>", str(Path.home()): "~", os.path.realpath(Path.home()): "~"}
+    return dict(sorted(((k, v) for k, v in found.items() if len(k) > 1), key=lambda kv: -len(kv[0])))
+
+
+def without_local_paths(text: str) -> str:
+    """`text` with this machine's folders (the project's, Python's, the temporary one, the working one, home)
+    replaced by short placeholders: for messages written into an export."""
+    for folder, placeholder in local_folders().items():
+        text = text.replace(folder, placeholder)
+    return text
 
 
 def embedded_facts(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,6 +198,61 @@ def embedded_facts(metadata: Mapping[str, Any]) -> dict[str, Any]:
             facts[key].pop("path", None)
             facts[key].pop("dataset_root", None)
     return facts
+
+
+# ---------------------------------------------------------------- the facts a model file carries, checked once
+
+# image_size bounds: MobileNetV2 needs 32 px at least (images.MIN_IMAGE_SIZE); beyond 2048 px a single decoded
+# input is 50 MB and a batch a memory error, and no export of this project is near it.
+IMAGE_SIZE_RANGE = (32, 2048)
+MAX_CLASSES = 10_000
+MAX_NAME_LENGTH = 200
+MAX_FACTS_BYTES = 4 * 2**20  # a facts / labels file inside a model file: a few KB in every export of this project
+
+
+class FactsError(ValueError):
+    """What a model file (or the metadata beside it) says about itself does not hold; one line."""
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a class name (a line of labels.txt, a label on the page), or None."""
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not text"
+    if not name.strip():
+        return "is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long (at most {MAX_NAME_LENGTH})"
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")})
+    if bad:
+        return f"holds control characters ({', '.join(repr(c) for c in bad)})"
+    return None
+
+
+def check_facts(class_names: Any, image_size: Any, *, outputs: int | None = None, input_size: int | None = None,
+                source: str = "metadata") -> tuple[list[str] | None, int | None]:
+    """(class names, image size) once checked: the one validation of what a model file claims about itself,
+    whichever backend reads it (and `serve`). `class_names` / `image_size` may be None (not given);
+    `outputs` / `input_size` are the model's own shapes where known. Raises FactsError naming `source`."""
+    if image_size is not None:
+        low, high = IMAGE_SIZE_RANGE
+        if not (isinstance(image_size, int) and not isinstance(image_size, bool) and low <= image_size <= high):
+            raise FactsError(f"{source}: image_size must be an integer from {low} to {high}, got "
+                             f"{str(image_size)[:40]!s}")
+        if input_size is not None and image_size != input_size:
+            raise FactsError(f"{source} says image_size {image_size} but the model's input is {input_size}")
+    if class_names is not None:
+        if not isinstance(class_names, list) or not 2 <= len(class_names) <= MAX_CLASSES:
+            what = f"{len(class_names)} names" if isinstance(class_names, list) else type(class_names).__name__
+            raise FactsError(f"{source}: class_names must be a list of 2 to {MAX_CLASSES:,} names, got {what}")
+        for i, name in enumerate(class_names):
+            problem = name_problem(name)
+            if problem:
+                raise FactsError(f"{source}: class name {i} ({str(name)[:40]!r}) {problem}")
+        if len(set(class_names)) != len(class_names):
+            raise FactsError(f"{source}: class_names repeat a name")
+        if outputs is not None and len(class_names) != outputs:
+            raise FactsError(f"{source} lists {len(class_names)} class names for a model with {outputs} outputs")
+    return (list(class_names) if class_names is not None else None), image_size
 
 
 def labels_text(class_names: Sequence[str]) -> str:
@@ -177,8 +279,10 @@ def locate_metadata(model_path: str | Path) -> tuple[dict[str, Any], Path] | Non
         candidate = folder / METADATA_FILE
         if candidate.is_file():
             try:
+                if candidate.stat().st_size > MAX_FACTS_BYTES:  # a few KB in every export: not one of ours
+                    continue
                 meta = json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):
                 continue
             if isinstance(meta, dict) and "class_names" in meta:
                 return meta, folder
@@ -248,12 +352,23 @@ def read_tflite_facts(path: str | Path) -> dict[str, Any] | None:
             return None
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
+
+            def read(name: str) -> bytes:  # capped: the sizes in a zip are the writer's word, not the bytes'
+                with zf.open(name) as f:
+                    data = f.read(MAX_FACTS_BYTES + 1)
+                if len(data) > MAX_FACTS_BYTES:
+                    raise FactsError(f"{path}: the embedded {name} is over {MAX_FACTS_BYTES // 2**20} MiB "
+                                     "(a few KB in a real export); refusing to read it")
+                return data
+
             if FACTS_FILE in names:
-                facts = json.loads(zf.read(FACTS_FILE))
+                facts = json.loads(read(FACTS_FILE))
                 return facts if isinstance(facts, dict) and "class_names" in facts else None
             if LABELS_FILE in names:  # metadata written by another tool: labels only
-                return {"class_names": zf.read(LABELS_FILE).decode().splitlines()}
-    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError):
+                return {"class_names": read(LABELS_FILE).decode().splitlines()}
+    except FactsError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, RuntimeError, EOFError):
         return None
     return None
 
@@ -261,6 +376,10 @@ def read_tflite_facts(path: str | Path) -> dict[str, Any] | None:
 def read_saved_model_facts(folder: str | Path) -> dict[str, Any] | None:
     extra = Path(folder) / "assets.extra"
     try:
+        for name in (FACTS_FILE, LABELS_FILE):
+            if (extra / name).is_file() and (extra / name).stat().st_size > MAX_FACTS_BYTES:
+                raise FactsError(f"{extra / name} is over {MAX_FACTS_BYTES // 2**20} MiB (a few KB in a real "
+                                 "export); refusing to read it")
         if (extra / FACTS_FILE).is_file():
             facts = json.loads((extra / FACTS_FILE).read_text())
             return facts if isinstance(facts, dict) and "class_names" in facts else None

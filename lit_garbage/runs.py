@@ -99,15 +99,15 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
         expected_sha = recorded.get("sha256")
         if recorded.get("file"):
             candidates += [export_dir / recorded["file"], export_dir.parent / recorded["file"]]
-        if recorded.get("path"):
-            candidates.append(Path(recorded["path"]))
+        if recorded.get("path"):  # relative to the export folder (exports made before: absolute)
+            candidates.append(export_dir / recorded["path"])
         ckpt = meta.get("checkpoint") or {}
         if recorded.get("dataset_root"):  # the export says it itself: no checkpoint is opened
-            dm = {"root": recorded["dataset_root"]}
+            dm = {"root": str(export_dir / recorded["dataset_root"])}
         elif ckpt.get("file") and read_datamodule is not None:
             folders = (export_dir.parent, export_dir, export_dir.parent / CHECKPOINT_DIR)
             if ckpt.get("path"):
-                folders = (*folders, Path(ckpt["path"]).parent)
+                folders = (*folders, (export_dir / ckpt["path"]).parent)
             for found in dict.fromkeys(f / ckpt["file"] for f in folders):
                 read = read_datamodule(found) if found.is_file() else None
                 if read is not None:

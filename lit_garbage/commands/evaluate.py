@@ -8,12 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lit_garbage.checks import Rule
 from lit_garbage.commands.options import (
     MODEL_FILES,
+    RUNTIME_RULES,
     add_data,
     add_model,
     add_runtime,
+    option_problems,
     quiet_tensorflow,
+    whole,
 )
 from lit_garbage.data.manifest import DatasetError
 from lit_garbage.evaluation.evaluate import (
@@ -41,6 +45,9 @@ outputs (in --out, default RUN/eval/<model>): report.md, metrics.json, confusion
 worst_<split>.png, predictions_<split>.csv. The seed's reported numbers (SPEC.md) are shown beside ours.
 exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data cannot be used.
 """
+
+
+EVALUATE_RULES = (*RUNTIME_RULES, Rule("--worst", *whole(0, 12)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         errors.print(f"[red]error:[/] unknown split {', '.join(bad)} (train, val, test or all)")
         return 2
-    if not 0 <= args.worst <= 12 or args.batch_size < 1:
-        errors.print("[red]error:[/] --worst must be 0..12 and --batch-size at least 1")
+    broken = option_problems(args, EVALUATE_RULES)
+    if args.out:
+        from lit_garbage.files import folder_problem
+
+        problem = folder_problem(args.out)
+        if problem:  # found now, not after every image was predicted
+            broken.append(f"--out {args.out} {problem}")
+    for problem in broken:
+        errors.print(f"[red]error:[/] {escape(problem)}")
+    if broken:
         return 2
     try:
         ev = evaluate(args.model, args.split, args.data_root, args.manifest, args.out, args.batch_size, args.threads,
@@ -86,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130
+    except OSError as err:  # the report's folder refused a file the checks up front could not foresee
+        errors.print(f"[red]error:[/] cannot write {escape(str(err.filename or args.out))}: "
+                     f"{escape(err.strerror or str(err))}; choose another --out")
+        return 2
     if not ev.metrics:
         errors.print("[red]error:[/] no image could be evaluated")
         return 1

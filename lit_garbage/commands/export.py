@@ -11,12 +11,8 @@ import signal
 import sys
 import threading
 
-from lit_garbage.commands.options import (
-    add_data,
-    add_model,
-    parse_args,
-    quiet_tensorflow,
-)
+from lit_garbage.checks import Rule
+from lit_garbage.commands.options import add_data, add_model, option_problems, parse_args, quiet_tensorflow, whole
 
 EPILOG = """examples:
   # every format into runs/demo/export, verified on the run's test images
@@ -90,8 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXPORT_RULES = (
+    Rule("--calib-images", *whole(1, 100_000)),
+    Rule("--verify-images", *whole(1, 100_000)),
+    Rule("--int8-float-convs", *whole(0, 1000)),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
+    broken = option_problems(args, EXPORT_RULES)
+    for problem in broken:
+        print(f"error: {problem}", file=sys.stderr)
+    if broken:
+        return 2
     quiet_tensorflow(verbose=args.verbose)  # --verbose: TensorFlow's own logs too
     # SIGTERM unwinds like Ctrl-C, so the partial folder is removed and the old export stays.
     if threading.current_thread() is not threading.main_thread():

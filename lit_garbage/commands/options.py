@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any, Iterable
 
+from lit_garbage.checks import Rule, integer, optional, problems
 from lit_garbage.inference.files import DEFAULT_BATCH
 
 MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
@@ -53,6 +55,31 @@ def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = Tru
         p.add_argument("--data.manifest", dest="manifest", type=Path, metavar="CSV",
                        help="split manifest (default: the run's split.csv)")
         p.add_argument("--manifest", dest="manifest", type=Path, help=argparse.SUPPRESS)
+
+
+def whole(low: int, high: int) -> Rule:
+    """A rule half: `Rule(flag, *whole(1, 12))` for an integer option from `low` to `high`."""
+    return (lambda v: integer(v) and low <= v <= high), f"must be an integer from {low:,} to {high:,}"
+
+
+# Every numeric option has bounds: an absurd value is one line before any work, not a hang or a MemoryError.
+MAX_BATCH = 4096
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more threads than that only contend (100000 hung for minutes)
+RUNTIME_RULES = (
+    Rule("--batch-size", *whole(1, MAX_BATCH)),
+    Rule("--threads", optional(whole(1, MAX_THREADS)[0]), f"must be an integer from 1 to {MAX_THREADS} "
+         f"(4 x this machine's {os.cpu_count() or 1} CPUs)"),
+)
+
+
+def option_problems(args: argparse.Namespace, rules: Iterable[Rule]) -> list[str]:
+    """One line per broken rule of `rules`, whose keys are the flags as written (`--top-k`)."""
+    missing = object()
+
+    def value_of(flag: str) -> Any:
+        return getattr(args, flag.lstrip("-").replace("-", "_").replace(".", "_"), missing)
+
+    return problems(rules, value_of, missing=missing)
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:

@@ -7,14 +7,19 @@ predicted; 2 when a model cannot be loaded (the other models still run) or the a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from lit_garbage.checks import Rule
 from lit_garbage.commands.options import (
+    RUNTIME_RULES,
     add_data,
     add_model,
     add_runtime,
+    option_problems,
     quiet_tensorflow,
+    whole,
 )
 from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.serve.predict import run
@@ -41,6 +46,39 @@ TFJS model.json / folder (needs Node and `npm ci`). Folders are searched recursi
 (""" + ", ".join(IMAGE_EXTENSIONS) + """).
 exit status: 0 predicted; 1 nothing could be predicted; 2 a model could not be loaded or bad arguments.
 """
+
+
+PREDICT_RULES = (
+    *RUNTIME_RULES,
+    Rule("--top-k", *whole(1, 1000)),  # more than the model's classes shows them all
+    Rule("--grid-size", *whole(1, 12)),
+    Rule("--seed", *whole(0, 2**32 - 1)),
+)
+
+
+def output_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the output paths, found before any model is loaded or image read."""
+    from lit_garbage.files import writable_problem
+
+    out = []
+    named = [(flag, getattr(args, flag[2:])) for flag in ("--json", "--csv", "--grid") if getattr(args, flag[2:])]
+    for flag, path in named:
+        problem = writable_problem(path)
+        if problem:
+            out.append(f"{flag} {path}: {problem}")
+    if args.grid:
+        from lit_garbage.evaluation.figures import figure_format_problem
+
+        problem = figure_format_problem(args.grid)
+        if problem:
+            out.append(f"--grid {args.grid}: {problem}")
+    seen: dict[Path, str] = {}
+    for flag, path in named:
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            out.append(f"{seen[key]} and {flag} name the same file {path}: one would overwrite the other")
+        seen[key] = flag
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,14 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one message = one line, whatever the width
-    if args.top_k < 1:
-        errors.print("[red]error:[/] --top-k must be at least 1")
-        return 2
-    if not 1 <= args.grid_size <= 12:
-        errors.print("[red]error:[/] --grid-size must be between 1 and 12")
-        return 2
-    if args.batch_size < 1:
-        errors.print("[red]error:[/] --batch-size must be at least 1")
+    from rich.markup import escape
+
+    broken = option_problems(args, PREDICT_RULES)
+    broken += output_problems(args)
+    for problem in broken:
+        errors.print(f"[red]error:[/] {escape(problem)}")
+    if broken:
         return 2
     try:
         return run(args, console, errors)

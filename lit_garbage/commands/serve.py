@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lit_garbage.checks import Rule
+from lit_garbage.commands.options import option_problems, whole
 from lit_garbage.serve.demo import DemoError, make_server
 
 EPILOG = """examples:
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    broken = option_problems(args, (Rule("--port", *whole(0, 65535)),))
+    if broken:
+        print(f"error: {broken[0]} (0: any free port)", file=sys.stderr)
+        return 2
     try:
         server = make_server(args.export, args.host, args.port, args.quiet)
     except DemoError as err:

@@ -286,6 +286,10 @@ class GarbageDataModule(pl.LightningDataModule):
                 self.hparams[key] = dataclasses.asdict(value)
             elif isinstance(value, os.PathLike):
                 self.hparams[key] = os.fspath(value)
+        # Recorded absolute: `evaluate` / `export` of this run work from any working folder, not only this one.
+        for key in ("root", "manifest"):
+            if self.hparams.get(key):
+                self.hparams[key] = os.path.abspath(self.hparams[key])
         self.root = Path(root)
         self.manifest_path = manifest
         self.image_size = image_size

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lit_garbage.checks import Rule, positive
+from lit_garbage.artifacts import name_problem
 from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
 from lit_garbage.files import replaced_atomically
 from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
@@ -130,19 +131,29 @@ class Manifest:
         path = Path(path)
         with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ())[:len(FIELDS)] != FIELDS:
-                raise DatasetError(f"{path} is not a split manifest (expected columns {', '.join(FIELDS)})")
-            records = []
-            for line, r in enumerate(reader, start=2):
-                if not inside_root(r["path"]):
-                    raise DatasetError(
-                        f"{shown(path)} line {line}: the path {shown(r['path'])!r} is not inside the dataset root "
-                        "(a split manifest lists paths relative to the root, without '..'); it would read a file "
-                        "outside the dataset. Fix the line, or start a new run directory to re-scan the dataset.")
-                mtime = r.get("mtime_ns") or ""
-                records.append(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
-                                      r.get("phash") or "", r.get("group") or "",
-                                      int(mtime) if mtime.isdigit() else None))
+            try:
+                return cls._read_rows(path, reader, class_names)
+            except (csv.Error, KeyError, ValueError, TypeError, AttributeError) as err:
+                # A stray quote swallows the rest of the file into one field, a short row has no path: one line.
+                raise DatasetError(f"{shown(path)} line {reader.line_num}: not a valid split manifest row "
+                                   f"({type(err).__name__}: {str(err)[:120]}); fix the file, or start a new run "
+                                   "directory to re-scan the dataset") from None
+
+    @classmethod
+    def _read_rows(cls, path: Path, reader: csv.DictReader, class_names: list[str] | None) -> Manifest:
+        if tuple(reader.fieldnames or ())[:len(FIELDS)] != FIELDS:
+            raise DatasetError(f"{path} is not a split manifest (expected columns {', '.join(FIELDS)})")
+        records = []
+        for line, r in enumerate(reader, start=2):
+            if not inside_root(r["path"]):
+                raise DatasetError(
+                    f"{shown(path)} line {line}: the path {shown(r['path'])!r} is not inside the dataset root "
+                    "(a split manifest lists paths relative to the root, without '..'); it would read a file "
+                    "outside the dataset. Fix the line, or start a new run directory to re-scan the dataset.")
+            mtime = r.get("mtime_ns") or ""
+            records.append(Record(r["path"], r["label"], r["split"], int(r["bytes"]), r["sha256"],
+                                  r.get("phash") or "", r.get("group") or "",
+                                  int(mtime) if mtime.isdigit() else None))
         records = tuple(records)
         names = tuple(class_names or sorted({r.label for r in records}))
         return cls(names, records)
@@ -199,6 +210,13 @@ def find_class_folders(root: str | Path) -> list[str]:
             f"class folder name(s) under {shown(root)} are not UTF-8 text: {', '.join(not_text)} (shown with \\xNN "
             "for the bytes that are not). Class names become the model's labels (labels.txt, metadata.json, the "
             "browser demo): rename the folder(s).")
+    unusable = [(c, name_problem(c)) for c in classes if name_problem(c)]
+    if unusable:  # a newline in a name is one more line in labels.txt than the model has outputs
+        raise DatasetError(
+            f"class folder name(s) under {shown(root)} cannot be labels: "
+            + "; ".join(f"{c!r} {why}" for c, why in unusable[:5])
+            + ". Class names become the model's labels (labels.txt, metadata.json, the browser demo): rename the "
+            "folder(s).")
     if not classes:
         hint = (f" It holds {len(loose)} file(s) directly ({', '.join(map(shown, loose[:3]))}...): put each class's "
                 "images into a sub-folder named after the class.") if loose else " It is empty."

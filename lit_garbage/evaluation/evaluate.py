@@ -135,7 +135,18 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
         parsed = Manifest.read(manifest_path)
     except (DatasetError, KeyError, ValueError) as err:
         raise DataError(f"cannot read the split manifest {manifest_path}: {err}") from None
+    if data_root and not manifest and parsed.records and _share_listed(root, parsed) < 0.5:
+        # Another folder, not the run's dataset moved: the manifest's splits mean nothing there; all of it.
+        warnings.append(f"{root} holds under half of the files {manifest_path.name} lists: it is not the run's "
+                        "dataset, so every image under it is evaluated (as --split all)")
+        return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
     return RunDataset(root, parsed, manifest_path, f"split manifest {manifest_path}", warnings, run_dir)
+
+
+def _share_listed(root: Path, manifest: Manifest, sample: int = 200) -> float:
+    """The share of (a spread sample of) the manifest's files that are under `root`."""
+    records = manifest.records[::max(1, len(manifest.records) // sample)]
+    return sum((root / r.path).is_file() for r in records) / len(records)
 
 
 # ---------------------------------------------------------------- metrics

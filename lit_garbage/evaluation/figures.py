@@ -32,6 +32,13 @@ class Panel:
     caption: str | None = None  # usually the file name
 
 
+# Class names and file names are drawn as they are: never as mathtext (`$x$` in a name crashed the figure), in
+# any script the machine has a font for (CJK names: the first of these fonts installed; else a missing-glyph box).
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False,
+                "font.family": ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei",
+                                "Droid Sans Fallback", "Arial Unicode MS", "sans-serif"]}
+
+
 def _mpl():
     import matplotlib
 
@@ -39,6 +46,41 @@ def _mpl():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _literal(draw):
+    """Run `draw` (creating and saving a figure) with text drawn literally; a missing glyph is not a warning
+    per label."""
+    import functools
+    import logging
+    import warnings
+
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        plt = _mpl()
+        font_log = logging.getLogger("matplotlib.font_manager")
+        level = font_log.level
+        font_log.setLevel(logging.ERROR)  # "findfont: Font family ... not found" for each fallback not installed
+        try:
+            with plt.rc_context(LITERAL_TEXT), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+                return draw(*args, **kwargs)
+        finally:
+            font_log.setLevel(level)
+
+    return wrapped
+
+
+def figure_format_problem(path: str | Path) -> str | None:
+    """Why matplotlib cannot write a figure to `path` (its extension), or None: known before any work."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    known = FigureCanvasAgg.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in known:
+        return (f"unknown figure format '{suffix or '(no extension)'}'; use one of "
+                f"{', '.join('.' + k for k in sorted(known))}")
+    return None
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -54,6 +96,7 @@ def grid_size_px(n: int) -> tuple[int, int]:
     return round(cols * GRID_CELL_IN[0] * DPI), round(rows * GRID_CELL_IN[1] * DPI)
 
 
+@_literal
 def save_grid(panels: Sequence[Panel], path: str | Path, title: str | None = None) -> Path:
     """Up to MAX_GRID images with 'label  97.3 %' above each (green right / red wrong when the truth is known)."""
     if not panels:
@@ -91,6 +134,7 @@ def _confusion_inches(num_classes: int) -> tuple[float, float]:
     return 2 * side + 1.0, side + 0.6
 
 
+@_literal
 def save_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Counts (left) and row-normalised recall per true class (right), labelled cells."""
     plt = _mpl()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import build_metadata, embedded_facts, write_metadata
+from lit_garbage.artifacts import FactsError, build_metadata, check_facts, embedded_facts, write_metadata
 from lit_garbage.data.manifest import file_hash
+from lit_garbage.files import low_space
 from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
-from lit_garbage.inference.backends import TorchBackend, load_classifier
+from lit_garbage.inference.backends import TorchBackend, load_classifier, torch_outputs
 from lit_garbage.runs import RESULTS_FILE, default_export_dir, run_dir_of
 from lit_garbage.training.checkpoints import save_safetensors
 
@@ -46,6 +48,13 @@ REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "i
             "int16x8": ("saved_model",), "tfjs": ("saved_model",)}
 MARKER = ".lit-garbage-export"  # identifies a folder this tool may replace
 WEIGHTS_FILE = "model.safetensors"  # every export's weights, shareable without a pickle
+# Every name an export writes at its top level: a re-export replaces these and nothing else.
+# Free space an export needs where it writes and in the temporary folder (a MobileNetV2 export is ~60 MB,
+# the converters' temporary files about as much again).
+EXPORT_SPACE = 256 * 2**20
+EXPORT_NAMES = frozenset({MARKER, WEIGHTS_FILE, "metadata.json", "labels.txt", "verify.md", "verify.json",
+                          "model.onnx", "saved_model", "tfjs", "model_float32.tflite", "model_float16.tflite",
+                          "model_int8.tflite", "model_int16x8.tflite"})
 
 
 class ExportError(RuntimeError):
@@ -93,7 +102,8 @@ class Exporter:
         if verify_images < 1:
             raise ExportError(f"--verify-images must be at least 1, got {verify_images}")
         self.ckpt = Path(ckpt)
-        self.out = Path(out) if out is not None else default_export_dir(self.ckpt)
+        # Absolute (not resolved: a linked folder stays the link): "--out ." has a name and a parent to rename in.
+        self.out = Path(os.path.abspath(out if out is not None else default_export_dir(self.ckpt)))
         self.formats = resolve_formats(formats)
         self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
         if tflite_metadata and any(f.startswith("tflite_") for fmt in self.formats for f in FORMAT_FILES[fmt]):
@@ -135,8 +145,8 @@ class Exporter:
     def run(self) -> ExportResult:
         start = time.perf_counter()
         self.log(f"export {self.ckpt} -> {self.out}  formats: {', '.join(self.formats)}")
+        self._check_out()  # before any work: what it refuses costs nothing
         self._step("load checkpoint", self.load)
-        self._check_out()
         self.work = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         shutil.rmtree(self.work, ignore_errors=True)
         try:
@@ -170,6 +180,7 @@ class Exporter:
         if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
             raise ExportError(f"output folder {out} exists and is not a lit_garbage export; refusing to replace "
                               "it (choose another --out or empty it)")
+        self._check_nothing_lost(out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             probe = out.parent / f".{out.name}.write-test-{os.getpid()}"
@@ -178,11 +189,34 @@ class Exporter:
         except OSError as err:
             raise ExportError(f"cannot write the export next to {out}: {err.strerror or err} "
                               f"({err.filename or out.parent}); choose a writable --out") from None
+        for folder, what in ((out.parent, "--out"), (Path(tempfile.gettempdir()), "the temporary folder (TMPDIR)")):
+            problem = low_space(folder, EXPORT_SPACE, what)
+            if problem:  # the converters fail late and obscurely on a full disk
+                raise ExportError(problem)
         # Partial folders of exports that died (kill -9, power loss): their process no longer exists.
         for stale in out.parent.glob(f".{out.name}.partial-*"):
             pid = stale.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
+
+    def _check_nothing_lost(self, out: Path) -> None:
+        """Replacing `out` must lose nothing the export did not write: not its own input, not the user's files,
+        not the folder the command runs in."""
+        real = out.resolve()
+        inputs = [("the checkpoint", self.ckpt), ("--data.manifest", self.manifest), ("--data.root", self.data_root)]
+        for what, path in inputs:
+            if path is not None and _within(Path(path).resolve(), real):
+                raise ExportError(f"{what} {path} lies inside the output folder {out}, which an export replaces "
+                                  "whole; choose another --out (e.g. the default RUN/export)")
+        if _within(Path.cwd().resolve(), real):
+            raise ExportError(f"the output folder {out} holds the current folder, which an export replaces whole; "
+                              f"run from outside it (cd {out.parent}) or choose another --out")
+        if out.is_dir():
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_NAMES)
+            if foreign:
+                shown_names = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+                raise ExportError(f"the output folder {out} holds files an export did not write ({shown_names}); "
+                                  "a re-export would delete them: move them out or choose another --out")
 
     def _commit(self) -> None:
         old = None
@@ -207,7 +241,12 @@ class Exporter:
     def load(self) -> None:
         self.module, self.checkpoint = load_classifier(self.ckpt)
         hp = self.module.hparams
-        self.class_names, self.image_size = list(hp.class_names), int(hp.image_size)
+        try:  # the checks every model file's facts get: what goes into labels.txt must be what the model outputs
+            self.class_names, self.image_size = check_facts(list(hp.class_names), hp.image_size,
+                                                            outputs=torch_outputs(self.module),
+                                                            source=f"{self.ckpt}: its hyper-parameters")
+        except FactsError as err:
+            raise ExportError(str(err)) from None
         self.log(f"  {len(self.class_names)} classes, {self.image_size} px, backbone {hp.backbone}")
 
     @property
@@ -315,7 +354,7 @@ class Exporter:
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
             onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
-            version=self.model_version, dataset_root=dataset_root)
+            version=self.model_version, dataset_root=dataset_root, export_dir=self.out)
         # The weights without a pickle: safetensors, with what rebuilds the model in its header.
         weights = save_safetensors(self.module, self.work / WEIGHTS_FILE, embedded_facts(meta))
         meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": file_hash(weights),
@@ -353,6 +392,10 @@ class Exporter:
                                notes=self.metadata_notes(), int8_agreement=self.int8_agreement)
         report.write(self.work)
         return report
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
 
 
 def _alive(pid: int) -> bool:

@@ -55,8 +55,23 @@ def export_onnx(net: GarbageNet, image_size: int, path: str | Path) -> Path:
             verbose=False,
         )
     model = program.model_proto
+    _drop_debug_info(model)
     model.doc_string = "lit_garbage GarbageNet: RGB [0, 1] NCHW images -> softmax probabilities"
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
     return path
+
+
+def _drop_debug_info(model: onnx.ModelProto) -> None:
+    """The exporter's per-node debug records (`pkg.torch.onnx.stack_trace` and the like: hundreds of this machine's
+    source paths) are not part of the model; a shipped file must not carry them."""
+    graphs = [model.graph] + [f for f in model.functions]
+    for graph in graphs:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    for info in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        del info.metadata_props[:]
+    for init in model.graph.initializer:
+        del init.metadata_props[:]

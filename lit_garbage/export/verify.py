@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import FORMATS, read_facts
+from lit_garbage.artifacts import FORMATS, read_facts, without_local_paths
 from lit_garbage.export import references
 from lit_garbage.export.references import INT8_AGREEMENT, REFERENCE_LABELS, Criterion
 from lit_garbage.inference.backends import (
@@ -136,8 +136,9 @@ class VerifyReport:
 
     def write(self, folder: str | Path) -> None:
         folder = Path(folder)
-        (folder / VERIFY_JSON).write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        (folder / VERIFY_MD).write_text(self.to_markdown())
+        # Shipped with the export: messages naming this machine's folders (an install hint) lose them.
+        (folder / VERIFY_JSON).write_text(without_local_paths(json.dumps(self.to_json(), indent=2) + "\n"))
+        (folder / VERIFY_MD).write_text(without_local_paths(self.to_markdown()))
 
 
 def compare(criterion: Criterion, reference: np.ndarray, probs: np.ndarray) -> tuple[float, references.Top1, list[str]]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_garbage.artifacts import find_metadata, read_facts
+from lit_garbage.artifacts import MAX_CLASSES, FactsError, check_facts, locate_metadata, read_facts
 from lit_garbage.inference import node_runtime
 from lit_garbage.safe_loading import (
     EXPORT_OPS,
@@ -171,6 +171,14 @@ def load_safetensors_classifier(path: str | Path):
                              f"{type(err).__name__}: {str(err)[:300]}") from None
 
 
+def torch_outputs(module) -> int | None:
+    """The classifier's number of outputs (its last Linear layer), None if it has none."""
+    import torch
+
+    last = [m for m in module.net.modules() if isinstance(m, torch.nn.Linear)]
+    return last[-1].out_features if last else None
+
+
 class TorchBackend(Backend):
     kind = "torch"
 
@@ -186,7 +194,12 @@ class TorchBackend(Backend):
             self.names_source = "the model file's own metadata"
         elif module is None:
             module, self.checkpoint = load_classifier(path)
-        super().__init__(Path(path), module.hparams.class_names, module.hparams.image_size)
+        try:
+            names, size = check_facts(list(module.hparams.class_names), module.hparams.image_size,
+                                      outputs=torch_outputs(module), source=f"{path}: its hyper-parameters")
+        except FactsError as err:
+            raise ModelFileError(str(err)) from None
+        super().__init__(Path(path), names, size)
         self.module = module.eval()
         self.graph = Probabilities(module.net).eval()
         self._torch = torch
@@ -204,28 +217,40 @@ class TorchBackend(Backend):
 NO_NAMES = "none: the file carries no class names and no metadata.json lies beside it"
 
 
-def _names_and_size(path: Path, kind: str, image_size: int | None):
-    """(class names or None, image size, where they came from): the export's metadata.json beside the file
-    first, else the facts inside the file itself (`read_facts`: a file copied alone still knows them)."""
-    meta, source = find_metadata(path), "metadata.json"
-    if meta is None:
-        meta, source = read_facts(path) or {}, "the model file's own metadata"
-    names = meta.get("class_names")
-    size = meta.get("image_size") or image_size
+def _names_and_size(path: Path, kind: str, image_size: int | None, outputs: int):
+    """(class names, image size, where the names came from): the export's metadata.json beside the file first,
+    else the facts inside the file itself (`read_facts`: a file copied alone still knows them); checked once by
+    `artifacts.check_facts` against the model's own input size and outputs, whatever the format."""
+    found = locate_metadata(path)
+    try:
+        if found is not None:
+            meta, source = found[0], "metadata.json"
+            where = f"{found[1] / 'metadata.json'}"
+        else:
+            meta, source = read_facts(path) or {}, "the model file's own metadata"
+            where = f"{path}: {source}"
+        if not isinstance(meta, dict):
+            meta = {}
+        check_facts(None, image_size, source=f"{path}: the model's input shape")  # a forged static shape
+        names, size = check_facts(meta.get("class_names"), meta.get("image_size"), outputs=outputs,
+                                  input_size=image_size, source=where)
+    except FactsError as err:
+        raise ModelFileError(str(err)) from None
+    size = size or image_size
     if size is None:
         raise ModelFileError(f"cannot tell the input size of {kind} model {path}: no metadata.json beside it, "
                              "none inside it and no static input shape")
-    if image_size is not None and int(size) != int(image_size):
-        raise ModelFileError(f"{path}: {source} says image_size {size} but the model's input is {image_size}")
-    return names, int(size), source if names is not None else NO_NAMES
-
-
-def _default_names(names, num_classes: int) -> list[str]:
     if names is None:
-        return [f"class_{i}" for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ModelFileError(f"metadata lists {len(names)} class names for a model with {num_classes} outputs")
-    return list(names)
+        return [f"class_{i}" for i in range(outputs)], int(size), NO_NAMES
+    return names, int(size), source
+
+
+def _outputs(path: Path, dim) -> int:
+    """The model's number of classes, from its output shape's last axis."""
+    if not isinstance(dim, (int, np.integer)) or not 2 <= int(dim) <= MAX_CLASSES:
+        raise ModelFileError(f"{path}: the model's output has {dim} classes (expected a fixed number from 2 to "
+                             f"{MAX_CLASSES:,})")
+    return int(dim)
 
 
 class OnnxBackend(Backend):
@@ -247,8 +272,8 @@ class OnnxBackend(Backend):
             raise ModelFileError(f"{path}: expected an NCHW RGB image input, found {inp.name} {inp.shape}")
         self.input_name = inp.name
         static = inp.shape[2] if isinstance(inp.shape[2], int) else None
-        names, size, self.names_source = _names_and_size(path, self.kind, static)
-        super().__init__(path, _default_names(names, out.shape[-1]), size)
+        names, size, self.names_source = _names_and_size(path, self.kind, static, _outputs(path, out.shape[-1]))
+        super().__init__(path, names, size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: images})[0]
@@ -283,8 +308,9 @@ class SavedModelBackend(Backend):
         if spec.shape.rank != 4 or spec.shape[-1] != 3:
             raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {self.input_name} {spec.shape}")
         out_spec = next(iter(fn.structured_outputs.values()))
-        names, size, self.names_source = _names_and_size(path, self.kind, spec.shape[1])
-        super().__init__(path, _default_names(names, out_spec.shape[-1]), size)
+        names, size, self.names_source = _names_and_size(path, self.kind, spec.shape[1],
+                                                         _outputs(path, out_spec.shape[-1]))
+        super().__init__(path, names, size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         out = self._fn(**{self.input_name: self._tf.constant(_nhwc(images))})
@@ -310,8 +336,9 @@ class TFLiteBackend(Backend):
         if len(shape) != 4 or shape[-1] != 3:
             raise ModelFileError(f"{path}: expected an NHWC RGB image input, found {shape}")
         self._batch = int(shape[0])
-        names, size, self.names_source = _names_and_size(path, self.kind, int(shape[1]))
-        super().__init__(path, _default_names(names, int(self.output["shape"][-1])), size)
+        names, size, self.names_source = _names_and_size(path, self.kind, int(shape[1]),
+                                                         _outputs(path, int(self.output["shape"][-1])))
+        super().__init__(path, names, size)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         x = _nhwc(images)
@@ -334,6 +361,41 @@ class TFLiteBackend(Backend):
         return y.astype(np.float32, copy=False)
 
 
+MAX_MODEL_JSON_BYTES = 64 * 2**20  # the graph only (weights are in shards): ~100 KB for MobileNetV2
+
+
+def tfjs_facts(model_json: Path) -> tuple[list[str], int, str]:
+    """(class names, image size, where the names came from) of a TFJS graph model, read as data and checked as
+    every backend checks them (`_names_and_size`); the demo server validates an export with it too."""
+    try:
+        if model_json.stat().st_size > MAX_MODEL_JSON_BYTES:
+            raise ValueError(f"over {MAX_MODEL_JSON_BYTES // 2**20} MiB")
+        spec = json.loads(model_json.read_text())
+        inputs = spec["signature"]["inputs"] if "signature" in spec else spec["userDefinedMetadata"]["signature"]["inputs"]
+        (in_spec,) = inputs.values()
+        dims = [int(d["size"]) for d in in_spec["tensorShape"]["dim"]]
+        outputs = spec.get("signature", {}).get("outputs") or spec["userDefinedMetadata"]["signature"]["outputs"]
+        out_dims = [int(d["size"]) for d in next(iter(outputs.values()))["tensorShape"]["dim"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as err:
+        raise ModelFileError(f"{model_json} is not a TFJS graph model with an image signature "
+                             f"({type(err).__name__}: {str(err)[:200]})") from None
+    if len(dims) != 4 or dims[-1] != 3:
+        raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
+    try:  # the runner checks the same before it reads a byte
+        check_tfjs_weight_paths(model_json, spec)
+    except UnsafeFileError as err:
+        raise UnsafeModelFileError(str(err)) from None
+    static = dims[1] if dims[1] > 0 else None
+    return _names_and_size(model_json, "tfjs", static, _outputs(model_json, out_dims[-1]))
+
+
+def _runner_cause(stderr: str) -> str:
+    """The runner's own error in one line (Node prints the message, then a stack trace)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    errors = [ln for ln in lines if "Error" in ln or ln.lower().startswith("error")]
+    return ((errors or lines or ["no message"])[-1])[:300]
+
+
 class TFJSBackend(Backend):
     """The TFJS graph model run by `node tfjs/tfjs_predict.mjs` (wasm backend) in a subprocess."""
 
@@ -341,24 +403,8 @@ class TFJSBackend(Backend):
 
     def __init__(self, path: Path, threads: int | None = None, node: str | None = None) -> None:
         model_json = path / "model.json" if path.is_dir() else path
-        try:
-            spec = json.loads(model_json.read_text())
-            inputs = spec["signature"]["inputs"] if "signature" in spec else spec["userDefinedMetadata"]["signature"]["inputs"]
-            (in_spec,) = inputs.values()
-            dims = [int(d["size"]) for d in in_spec["tensorShape"]["dim"]]
-            outputs = spec.get("signature", {}).get("outputs") or spec["userDefinedMetadata"]["signature"]["outputs"]
-            out_dims = [int(d["size"]) for d in next(iter(outputs.values()))["tensorShape"]["dim"]]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ModelFileError(f"{model_json} is not a TFJS graph model with an image signature "
-                                 f"({type(err).__name__}: {err})") from None
-        if len(dims) != 4 or dims[-1] != 3:
-            raise ModelFileError(f"{model_json}: expected an NHWC RGB image input, found {dims}")
-        try:  # the runner checks the same before it reads a byte
-            check_tfjs_weight_paths(model_json, spec)
-        except UnsafeFileError as err:
-            raise UnsafeModelFileError(str(err)) from None
-        names, size, self.names_source = _names_and_size(model_json, self.kind, dims[1])
-        super().__init__(model_json, _default_names(names, out_dims[-1]), size)
+        names, size, self.names_source = tfjs_facts(model_json)
+        super().__init__(model_json, names, size)
         self.node = node or node_runtime.node_executable()
         self.runner = node_runtime.runner()
         self.node_modules = node_runtime.node_modules()
@@ -378,9 +424,18 @@ class TFJSBackend(Backend):
 
     def _run(self, images: np.ndarray, warmup: int) -> tuple[np.ndarray, float]:
         x = _nhwc(images)
-        with tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-") as tmp:
+        try:
+            tmp_dir = tempfile.TemporaryDirectory(prefix="lit-garbage-tfjs-")
+        except OSError as err:
+            raise BackendUnavailableError(f"cannot make a temporary folder for the TFJS runner in "
+                                          f"{tempfile.gettempdir()}: {err.strerror or err} (set TMPDIR)") from None
+        with tmp_dir as tmp:
             inp, out = Path(tmp) / "images.f32", Path(tmp) / "result.json"
-            x.astype("<f4").tofile(inp)
+            try:
+                x.astype("<f4").tofile(inp)
+            except OSError as err:  # a full TMPDIR: a line, not a traceback
+                raise BackendUnavailableError(f"cannot write the images for the TFJS runner in {tmp}: "
+                                              f"{err.strerror or err} (free space, or set TMPDIR)") from None
             cmd = [self.node, str(self.runner), "--node-modules", str(self.node_modules), "--model", str(self.path),
                    "--input", str(inp),
                    "--shape", ",".join(map(str, x.shape)), "--output", str(out), "--warmup", str(warmup)]
@@ -388,11 +443,20 @@ class TFJSBackend(Backend):
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             except FileNotFoundError:
                 raise BackendUnavailableError(f"cannot execute node at {self.node}") from None
+            except subprocess.TimeoutExpired:
+                raise ModelFileError(f"{self.path}: the TFJS runner did not finish in 600 s") from None
             if proc.returncode != 0:
-                raise RuntimeError(f"TFJS runner failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
-            result = json.loads(out.read_text())
-        probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
-        self.last_latency_ms = float(result["latency_ms_per_image"])
+                raise ModelFileError(f"{self.path}: the TFJS runner failed: {_runner_cause(proc.stderr)}")
+            try:
+                result = json.loads(out.read_text())
+                probs = np.asarray(result["probabilities"], dtype=np.float32).reshape(result["shape"])
+                self.last_latency_ms = float(result["latency_ms_per_image"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise ModelFileError(f"{self.path}: the TFJS runner gave no usable result "
+                                     f"({type(err).__name__}: {str(err)[:200]})") from None
+        if probs.shape != (len(x), self.num_classes):
+            raise ModelFileError(f"{self.path}: the model gave outputs of shape {probs.shape} for {len(x)} images "
+                                 f"of {self.num_classes} classes (model.json's signature does not match its graph)")
         self.last_metadata = result.get("metadata")  # GraphModel.metadata as tfjs loaded it
         return probs, self.last_latency_ms
 
@@ -412,6 +476,8 @@ def detect_kind(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    if not path.is_dir() and not path.is_file():  # a runtime opening a FIFO waits forever, /dev/zero never ends
+        raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return "saved_model"
@@ -469,6 +535,8 @@ def load_backend(path: str | Path, kind: str | None = None, threads: int | None 
         raise ValueError(f"unknown backend kind '{kind}', expected one of {', '.join(KINDS)}")
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    if not path.is_dir() and not path.is_file():
+        raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
     if kind == "saved_model" and path.name == "saved_model.pb":
         path = path.parent
     backend = _BACKENDS[kind](path, threads=threads)

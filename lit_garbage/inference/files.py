@@ -33,24 +33,28 @@ class Collected:
 def collect_images(inputs: Iterable[str | Path]) -> Collected:
     """Image files named or found (recursively, by extension) in folders, in a stable order, deduplicated.
 
-    A file named explicitly is always tried whatever its extension; a missing path or a folder
-    without image files becomes a problem line.
+    A file named explicitly is always tried whatever its extension. Every input is used or becomes a problem
+    line with its reason: a missing path, a folder without images, a FIFO / device / socket or a dangling link
+    (named, or found in a folder under an image name), a path that cannot be read.
     """
     out = Collected()
     seen: set[Path] = set()
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                out.problems.append(LoadError(path, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
-            candidates = found
-        elif path.is_file():
-            candidates = [path]
-        else:
-            out.problems.append(LoadError(path, "not a regular file (a FIFO, device or socket)" if path.exists()
-                                          else "no such file or folder"))
+        try:
+            if path.is_dir():
+                found, odd = _images_in(path)
+                out.problems += odd
+                if not found and not odd:
+                    out.problems.append(LoadError(path, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+                candidates = found
+            elif path.is_file():
+                candidates = [path]
+            else:
+                out.problems.append(LoadError(path, _not_a_file(path)))
+                continue
+        except OSError as err:  # a path inside a folder this user may not read
+            out.problems.append(LoadError(path, f"cannot be read: {err.strerror or err}"))
             continue
         for p in candidates:
             key = p.resolve()
@@ -58,6 +62,28 @@ def collect_images(inputs: Iterable[str | Path]) -> Collected:
                 seen.add(key)
                 out.files.append(p)
     return out
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to a file that does not exist"
+    return "not a regular file (a FIFO, device or socket)" if path.exists() else "no such file or folder"
+
+
+def _images_in(folder: Path) -> tuple[list[Path], list[LoadError]]:
+    """(image files under `folder`, problems of entries named like images that are not files); hidden skipped."""
+    found, odd = [], []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        try:
+            if p.is_file():
+                found.append(p)
+            elif not p.is_dir():
+                odd.append(LoadError(p, _not_a_file(p)))
+        except OSError as err:
+            odd.append(LoadError(p, f"cannot be read: {err.strerror or err}"))
+    return sorted(found), odd
 
 
 def image_note(path: Path) -> str | None:

@@ -53,6 +53,7 @@ def run(args, console, errors) -> int:
                          f"metadata.json lies beside it: showing class_0 .. class_{backends[-1].num_classes - 1}")
     if not backends:
         return 2
+    args.top_k = min(args.top_k, max(b.num_classes for b in backends))  # every class at most: no empty columns
 
     truth: dict[Path, str] = {}
     if args.inputs:
@@ -100,8 +101,13 @@ def run(args, console, errors) -> int:
                 load_errors[e.path] = e.message
                 errors.print(f"[yellow]skipped[/] {escape(shown(e.path))}: {escape(e.message)}")
 
-        idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
-                                      description=f"{backend.kind} {backend.path.name}", console=errors)
+        try:
+            idx, probs, _ = predict_files(backend, files, args.batch_size, on_error=report,
+                                          description=f"{backend.kind} {backend.path.name}", console=errors)
+        except (ModelFileError, BackendUnavailableError) as err:  # e.g. the TFJS runner: a line, the others run
+            errors.print(f"[red]error:[/] model {escape(str(backend.path))}: {escape(str(err))}")
+            failed_models += 1
+            continue
         tops = top_k(probs, backend.class_names, args.top_k)
         per_model.append((backend, idx, probs, tops))
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
+
+from lit_garbage.files import file_mode
 
 HPARAMS_KEY = "hyper_parameters"  # safetensors header key: the GarbageClassifier's hyper-parameters, as JSON
 FACTS_KEY = "lit_garbage"          # safetensors header key: the export's facts (`artifacts.embedded_facts`)
@@ -64,6 +67,7 @@ def save_safetensors(module, path: str | Path, facts: Mapping[str, Any] | None =
     if facts is not None:
         header[FACTS_KEY] = json.dumps(facts, default=_jsonable)
     save_file(tensors, str(path), metadata=header)
+    os.chmod(path, file_mode())  # safetensors writes 0600; the file to share is readable like the others
     return path
 
 

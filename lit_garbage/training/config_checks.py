@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lit_garbage.checks import Rule, integer, one_of, optional, problems, value_at
+from lit_garbage.checks import Rule, integer, number, one_of, optional, problems, value_at
 from lit_garbage.data.datamodule import DATA_RULES
 from lit_garbage.data.transforms import AUGMENT_RULES
 from lit_garbage.models.network import KERAS_WEIGHTS_PREFIX, NET_RULES, is_keras_weights
@@ -36,6 +36,10 @@ class ConfigError(ValueError):
 
 def _max_epochs(v: Any) -> bool:
     return v is None or v == -1 or (integer(v) and v >= 1)
+
+
+def _some_batches(v: Any) -> bool:
+    return (integer(v) and v >= 1) or (number(v) and not integer(v) and 0 < v <= 1)
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -97,6 +101,10 @@ FIT_RULES = (
     Rule("trainer.accelerator", lambda v: _accelerator_problem(v) is None, "must be an accelerator this machine has",
          hint=lambda v: f" ({_accelerator_problem(v)}; use cpu or auto)"),
     Rule("trainer.max_epochs", _max_epochs, "must be >= 1 (or -1: no limit)"),
+    # 0 batches or steps would "train" nothing and still write a model.ckpt: an untrained model, exit 0.
+    Rule("trainer.limit_train_batches", optional(_some_batches),
+         "must be a whole number of batches >= 1 or a fraction in (0, 1]"),
+    Rule("trainer.max_steps", optional(lambda v: v == -1 or (integer(v) and v >= 1)), "must be >= 1 (or -1: no limit)"),
     Rule("trainer.min_epochs", optional(lambda v: integer(v) and v >= 0), "must be >= 0"),
     Rule("early_stopping.patience", lambda v: integer(v) and v >= 0, "must be >= 0"),
     *(Rule(f"{part}.monitor", optional(one_of(*LOGGED_METRICS)),
