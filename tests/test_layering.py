@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lit_garbage"
 # Stages in the order of a model's life; a module may import its own stage and the ones before it.
-STAGES = ["", "data", "models", "training", "inference", "export", "evaluation", "serve", "commands", "lab"]
+STAGES = ["", "data", "models", "training", "inference", "export", "evaluation", "serve", "audit", "commands", "lab"]
 ENTRY_POINTS = {"lit_garbage.__main__": "commands"}  # `python -m lit_garbage` is the command
 
 

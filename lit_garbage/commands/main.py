@@ -5,6 +5,7 @@
     lit-garbage export --model RUN/model.ckpt                       # every format, verified
     lit-garbage evaluate --model RUN/export/model_int8.tflite        # the seed's report
     lit-garbage predict --model RUN/export/model.onnx photos/       # top-k per image
+    lit-garbage audit DATA --out audit/                              # wrong labels, outliers, twins
     lit-garbage serve --export RUN/export                            # the browser demo
     lit-garbage import-keras seed.h5 --out model.ckpt                # a Keras MobileNetV2 as a checkpoint
     lit-garbage bench                                                # the lab: speed against the seed's Keras
@@ -30,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lit_garbage.commands.evaluate",
                  "accuracy and per-class precision / recall / F1 of any model file on its run's split"),
     "predict": ("lit_garbage.commands.predict", "top-k classes for image files and folders with any model file"),
+    "audit": ("lit_garbage.commands.audit",
+              "the photos that mislead a model: suspected wrong labels, outliers, duplicates, twins in another folder"),
     "serve": ("lit_garbage.commands.serve", "the browser demo of an export (TensorFlow.js), served locally"),
     "import-keras": ("lit_garbage.commands.import_keras",
                      "a Keras MobileNetV2 (.keras, .h5, SavedModel) as a checkpoint of this project"),
@@ -48,7 +51,7 @@ EXTRA_OF = {
     "safetensors": "train",
     "onnx": "train", "onnxruntime": "train", "onnxscript": "train", "imagehash": "train", "yaml": "train",
     "tensorflow": "export", "keras": "export", "tf_keras": "export", "onnx2tf": "export", "onnxsim": "export",
-    "tensorflowjs": "tfjs", "psutil": "lab",
+    "tensorflowjs": "tfjs", "psutil": "lab", "cleanlab": "train",
 }
 
 
