@@ -90,7 +90,7 @@ def find_outliers(features: np.ndarray, count: int | None = None) -> tuple[np.nd
         return np.zeros(0, dtype=int), np.ones(n)
     with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1):  # cleanlab prints its progress
         scores = OutOfDistribution(params={"k": min(10, n - 1)}).fit_score(features=features)
-    count = min(n, max(MIN_OUTLIERS, int(round(n * OUTLIER_SHARE)))) if count is None else min(n, count)
+    count = min(n, max(MIN_OUTLIERS, round(n * OUTLIER_SHARE))) if count is None else min(n, count)
     return np.argsort(scores, kind="stable")[:count], scores
 
 

@@ -135,22 +135,22 @@ def markdown(r: dict) -> str:
         "| --- | --- |",
         f"| label issues (suspected wrong labels) | {_pct(li['count'], n)} |",
         f"| outliers listed (most isolated photos) | {ol['count']} |",
-        f"| exact duplicate groups / near duplicate groups | {dup['exact_groups']} / {dup['near_groups']} "
-        f"({dup['photos_in_groups']} photos) |",
+        (f"| exact duplicate groups / near duplicate groups | {dup['exact_groups']} / {dup['near_groups']} "
+        f"({dup['photos_in_groups']} photos) |"),
         f"| duplicate groups across classes (conflicting labels) | {dup['across_classes']} |",
         f"| unreadable files | {len(sc['unreadable'])} |",
-        f"| letterbox / pillarbox / frame / one flat edge | {bor['letterbox']} / {bor['pillarbox']} / {bor['frame']} / "
-        f"{bor['one_edge']} |",
+        (f"| letterbox / pillarbox / frame / one flat edge | {bor['letterbox']} / {bor['pillarbox']} / {bor['frame']} / "
+        f"{bor['one_edge']} |"),
     ]
     if "leakage" in r:
         lk = r["leakage"]
         lines.append(f"| photos of {lk['against']} with a twin here | {_pct(lk['with_twin'], lk['photos'])} |")
     lines += ["", "## Label issues", "",
-              "Photos whose label the other photos do not support, the most doubtful first. `suggested` is the "
+              ("Photos whose label the other photos do not support, the most doubtful first. `suggested` is the "
               "likeliest other class; `quality` is cleanlab's label quality (0: surely wrong, 1: surely right). "
               "Check them on the sheets before acting: some suspects are ambiguous photos, not wrong labels. "
               "`lit-garbage fit --data.exclude label_issues.csv` leaves the rows of that file out (delete the rows "
-              "you want to keep first).", "",
+              "you want to keep first)."), "",
               "| class | photos | suspects | likely classes |", "| --- | --- | --- | --- |"]
     for name, c in li.get("per_class", {}).items():
         likely = ", ".join(f"{k} {v}" for k, v in c["likely"].items())
@@ -162,13 +162,13 @@ def markdown(r: dict) -> str:
     if li["count"] > LISTED:
         lines.append(f"\n{li['count'] - LISTED} more in label_issues.csv.")
     lines += ["", "## Outliers", "",
-              "The photos farthest from their nearest neighbours in feature space (cleanlab OutOfDistribution): "
-              "off-topic, blank, collage or heavily edited photos often end up here. A list to look at, not a verdict.",
+              ("The photos farthest from their nearest neighbours in feature space (cleanlab OutOfDistribution): "
+              "off-topic, blank, collage or heavily edited photos often end up here. A list to look at, not a verdict."),
               "", "| # | photo | label | likeliest | score |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {d['rank']} | {d['path']} | {d['label']} | {d['likeliest_label']} | {d['score']:.3f} |"
               for d in ol["items"][:LISTED]]
-    lines += ["", "## What the scan knows", "", "Class balance (largest class / smallest: "
-              f"{bal['largest_to_smallest']}):", "", "| class | photos |", "| --- | --- |"]
+    lines += ["", "## What the scan knows", "", ("Class balance (largest class / smallest: "
+              f"{bal['largest_to_smallest']}):"), "", "| class | photos |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in bal["per_class"].items()]
     sz = sc["sizes"]
     if sz:
@@ -177,14 +177,14 @@ def markdown(r: dict) -> str:
                   f"{sz['distinct_sizes']} distinct sizes; most common "
                   + ", ".join(f"{k} ({v})" for k, v in sz["most_common"].items())
                   + f"; {sz['short_side_below_224']} photos have a side under 224 px (upscaled for the model)."]
-    lines += ["", f"Flat borders (a uniform band at least {100 * bor['at_least']:.0f} % of the side): letterbox "
+    lines += ["", (f"Flat borders (a uniform band at least {100 * bor['at_least']:.0f} % of the side): letterbox "
               f"(top and bottom) {bor['letterbox']}, pillarbox (left and right) {bor['pillarbox']}, frame (all four) "
               f"{bor['frame']}, one edge only {bor['one_edge']}, blank photos {bor.get('blank', 0)}. Padding is harmless "
-              "if every class has it; a class padded more than the others teaches the model the padding."]
+              "if every class has it; a class padded more than the others teaches the model the padding.")]
     for kind, paths in bor.get("examples", {}).items():
         lines.append(f"- {kind}: " + ", ".join(paths))
-    lines += ["", f"Duplicates (same bytes, or perceptual hashes at most {dup['near_distance']} bits of 64 apart; "
-              "`fit` keeps each group in one split): listed in duplicates.csv."]
+    lines += ["", (f"Duplicates (same bytes, or perceptual hashes at most {dup['near_distance']} bits of 64 apart; "
+              "`fit` keeps each group in one split): listed in duplicates.csv.")]
     for g in [g for g in dup["groups"] if g["across_classes"]][:LISTED]:
         lines.append(f"- {g['kind']}, across classes: " + ", ".join(f"{p} ({lab})" for p, lab in zip(g["paths"], g["labels"])))
     if sc["unreadable"]:
@@ -193,10 +193,10 @@ def markdown(r: dict) -> str:
     if "leakage" in r:
         lk = r["leakage"]
         lines += ["", f"## Leakage: twins in {lk['against']}", "",
-                  f"{_pct(lk['with_twin'], lk['photos'])} of its photos have an exact or near twin among the audited "
+                  (f"{_pct(lk['with_twin'], lk['photos'])} of its photos have an exact or near twin among the audited "
                   f"photos ({lk['exact']} exact; {lk['label_differs']} with another label). A model trained here and "
                   "tested there is partly tested on photos it has seen: leave the twins out of the test (leakage.csv "
-                  "lists them) for an honest score.", "",
+                  "lists them) for an honest score."), "",
                   "| photo there | label | twin here | label | kind |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {p['other']} | {p['other_label']} | {p['data']} | {p['data_label']} | {p['kind']} |"
                   for p in lk["pairs"][:LISTED]]

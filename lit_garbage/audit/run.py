@@ -10,11 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from lit_garbage.audit import report, scan
 from lit_garbage.audit.embeddings import BORDER_MIN, choose_extractor, embed
-from lit_garbage.audit.label_issues import FOLDS, AuditError, find_label_issues, find_outliers, per_class
+from lit_garbage.audit.label_issues import (
+    FOLDS,
+    AuditError,
+    find_label_issues,
+    find_outliers,
+    per_class,
+)
 from lit_garbage.audit.sheets import contact_sheets
 from lit_garbage.safe_loading import inside
 

@@ -75,7 +75,7 @@ def twins_between(data: Scanned, other: Scanned, near_distance: int | None = NEA
 
 
 def _distance(a: str, b: str) -> int | None:
-    return bin(int(a, 16) ^ int(b, 16)).count("1") if a and b else None
+    return (int(a, 16) ^ int(b, 16)).bit_count() if a and b else None
 
 
 def class_balance(s: Scanned) -> dict:

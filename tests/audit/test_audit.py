@@ -41,7 +41,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 def plant_mislabels(root: Path, moves: list[tuple[str, str]]) -> set[str]:
     """Move the first photo of each `from` class into the `to` class folder; the planted paths."""
     planted = set()
-    first = {src: sorted((root / src).iterdir())[0] for src, _ in moves}  # chosen before any move
+    first = {src: min((root / src).iterdir()) for src, _ in moves}  # chosen before any move
     for src, dst in moves:
         photo = first[src]
         target = root / dst / f"planted_{photo.name}"
