@@ -114,8 +114,8 @@ def _model_extractor(model: Path) -> Extractor:
     def probabilities(x: np.ndarray) -> np.ndarray:  # log-probabilities: a linear model separates them better
         return np.log(np.clip(backend.predict(x), 1e-6, 1.0))
 
-    return Extractor(stamp, f"class probabilities of the model {model.name} (log, as features; a {backend.kind} "
-                     "file has no backbone features to offer)", backend.image_size, probabilities)
+    return Extractor(stamp, f"class probabilities of the model {model.name} (log, as features: an exported "
+                     f"model ({backend.kind}) offers no backbone features)", backend.image_size, probabilities)
 
 
 def _thumbnail_extractor() -> Extractor:
