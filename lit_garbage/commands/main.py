@@ -6,6 +6,7 @@
     lit-garbage evaluate --model RUN/export/model_int8.tflite        # the seed's report
     lit-garbage predict --model RUN/export/model.onnx photos/       # top-k per image
     lit-garbage parity --export RUN/export                          # every format on the test split
+    lit-garbage audit DATA --out audit/                              # wrong labels, outliers, twins
     lit-garbage serve --export RUN/export                            # the browser demo
     lit-garbage import-keras seed.h5 --out model.ckpt                # a Keras MobileNetV2 as a checkpoint
 
@@ -33,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("lit_garbage.commands.predict", "top-k classes for image files and folders with any model file"),
     "parity": ("lit_garbage.commands.parity",
                "every format of an export scored on the same photos: accuracy, agreement with torch, latency"),
+    "audit": ("lit_garbage.commands.audit",
+              "the photos that mislead a model: suspected wrong labels, outliers, duplicates, twins in another folder"),
     "serve": ("lit_garbage.commands.serve", "the browser demo of an export (TensorFlow.js), served locally"),
     "import-keras": ("lit_garbage.commands.import_keras",
                      "a Keras MobileNetV2 (.keras, .h5, SavedModel) as a checkpoint of this project"),
@@ -45,7 +48,7 @@ EXTRA_OF = {
     "safetensors": "train",
     "onnx": "train", "onnxruntime": "train", "onnxscript": "train", "imagehash": "train", "yaml": "train",
     "tensorflow": "export", "keras": "export", "tf_keras": "export", "onnx2tf": "export", "onnxsim": "export",
-    "tensorflowjs": "tfjs", "psutil": "lab",
+    "tensorflowjs": "tfjs", "psutil": "lab", "cleanlab": "train",
 }
 
 

@@ -27,6 +27,7 @@ from lit_garbage.data.manifest import (
     check_files,
     check_fractions,
     load_or_build_manifest,
+    read_exclude_list,
 )
 from lit_garbage.data.transforms import (
     Augment,
@@ -252,6 +253,9 @@ class GarbageDataModule(pl.LightningDataModule):
         sampler: `shuffle` (every training image once per epoch, the seed's) or `balanced` (as many draws, each
             class equally likely: small classes repeat, large ones are subsampled); with `balanced`, set
             `class_weight: none`, or the small classes are favoured twice.
+        exclude: a file listing photos to leave out of every split (paths relative to `root`, one per line, or a
+            CSV with a `path` column such as `lit-garbage audit`'s label_issues.csv). The split is made as without
+            it, then the listed photos are dropped; no file is moved or deleted.
     """
 
     def __init__(
@@ -270,6 +274,7 @@ class GarbageDataModule(pl.LightningDataModule):
         augment_on: str = "auto",
         class_weight: str = "balanced",
         sampler: str = "shuffle",
+        exclude: str | None = None,
     ) -> None:
         super().__init__()
         enforce(DATA_RULES, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
@@ -306,6 +311,7 @@ class GarbageDataModule(pl.LightningDataModule):
         self.augment_on = augment_on
         self.class_weight = class_weight
         self.sampler = sampler
+        self.exclude = exclude
         self.batch_augment: BatchAugment | None = None  # set by train_dataloader() when augmenting on the device
         self._cached_splits: dict[str, CachedSplit | None] = {}
         self.changed_files: dict[str, str] = {}  # path -> how it differs from the reused manifest
@@ -316,7 +322,8 @@ class GarbageDataModule(pl.LightningDataModule):
         reused = self.manifest_path is not None and Path(self.manifest_path).is_file()
         manifest = load_or_build_manifest(self.root, self.manifest_path, self.split, self.split_seed,
                                           dedupe=self.dedupe, near_duplicate_distance=self.near_duplicate_distance,
-                                          verbose=True)
+                                          verbose=True,
+                                          exclude=read_exclude_list(self.exclude) if self.exclude else frozenset())
         if reused:
             name = Path(self.manifest_path).name
             check = check_files(self.root, manifest.records)

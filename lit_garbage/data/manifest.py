@@ -603,10 +603,28 @@ def scan_summary(manifest: Manifest, root: Path, readable: int, dedupe: bool) ->
     return line + (f" (see {DUPLICATES_FILE})" if groups else "")
 
 
+def read_exclude_list(path: str | Path) -> set[str]:
+    """Photos to leave out, relative to the dataset root: one per line ('#' comments and blank lines ignored), or a
+    CSV file with a `path` column (e.g. the label_issues.csv of `lit-garbage audit`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as err:
+        raise DatasetError(f"cannot read the exclude list {shown(path)}: {err.strerror or err}") from None
+    lines = text.splitlines()
+    if lines and "path" in next(csv.reader([lines[0]])):
+        rows = list(csv.DictReader(lines))
+        return {r["path"].strip().removeprefix("./") for r in rows if (r.get("path") or "").strip()}
+    return {line.strip().removeprefix("./") for line in lines if line.strip() and not line.lstrip().startswith("#")}
+
+
 def load_or_build_manifest(root: str | Path, path: str | Path | None, fractions=(0.7, 0.15, 0.15),
                            seed: int = 42, *, dedupe: bool = False, near_duplicate_distance: int | None = 4,
-                           verbose: bool = False) -> Manifest:
-    """Reuse the manifest at `path` when it exists (and matches the root's classes); else build and write it."""
+                           verbose: bool = False, exclude: set[str] | frozenset[str] = frozenset()) -> Manifest:
+    """Reuse the manifest at `path` when it exists (and matches the root's classes); else build and write it.
+
+    `exclude`: paths left out of every split after the split is made, so the other photos keep the splits they
+    have without the exclusion (runs with and without it are compared on the same photos)."""
     if path is not None and Path(path).is_file():
         manifest = Manifest.read(path)
         root_classes = find_class_folders(root)
@@ -615,9 +633,16 @@ def load_or_build_manifest(root: str | Path, path: str | Path | None, fractions=
                 f"the split manifest {path} lists classes {list(manifest.class_names)} but {root} has "
                 f"{root_classes}; use the dataset the run was made with, or start a new run directory."
             )
-        return manifest
+        return manifest.without(exclude)
     manifest = build_manifest(root, fractions, seed, dedupe=dedupe,
                               near_duplicate_distance=near_duplicate_distance, verbose=verbose)
+    if exclude:
+        listed = len(manifest.records)
+        manifest = manifest.without(exclude)
+        if verbose:
+            left = listed - len(manifest.records)
+            print(f"left out {left} photos named in the exclude list ({len(exclude) - left} listed paths are not "
+                  "photos of this dataset)", file=sys.stderr, flush=True)
     if path is not None:
         manifest.write(path)
     return manifest
