@@ -78,11 +78,19 @@ demo: setup $(DATA)
 bench: setup
 	$(PY) -m references.bench
 
-test: test-setup
-	$(PY) -m pytest -q
+# One pytest-xdist worker per core (at most 4: each holds torch and TensorFlow in memory). A test file runs whole
+# on one worker, so its module fixtures are built once; the trained + exported model the export tests share is
+# built once per run (tests/once.py), first, while the other workers run the files that do not need it
+# (tests/conftest.py orders the files). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
+test: test-setup
+	$(PY) -m pytest -q $(PYTEST_XDIST)
+
+# The quick loop: everything but the long end-to-end checks (marked slow; `make test` and CI run them).
 test-quick: test-setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow"
 
 clean:
 	rm -rf runs exports data/synthetic .pytest_cache

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lit_garbage.data.synthetic import generate
+from tests.once import once_per_run
 
 # `tiny_export`: one trained + exported model per session, shared by every test that needs model files;
 # `one_epoch_run`, `keras2_lambda`: real files of this project to forge payloads into (tests/forged_files.py).
@@ -20,8 +21,10 @@ REAL_DATA = Path(os.environ.get("LIT_GARBAGE_REAL_DATA", REPO.parent / "shared" 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
-    """10 classes x 14 images, 64 px: enough for a stratified 70/15/15 split and a quick fit."""
-    return generate(tmp_path_factory.mktemp("synthetic"), per_class=14, size=64, seed=0)
+    """10 classes x 14 images, 64 px: enough for a stratified 70/15/15 split and a quick fit. One folder for the
+    whole test run, pytest-xdist workers included (the shared runs are trained on it): never changed, tests that
+    change files use `data_copy`."""
+    return once_per_run(tmp_path_factory, "synthetic", lambda folder: generate(folder, per_class=14, size=64, seed=0))
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +79,23 @@ def data_copy(synthetic_root, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(synthetic_root, dst, symlinks=True)
     return dst
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(config, items):
+    """A test that needs the trained + exported model (`tiny_export`: minutes to build) is slow: `make test-quick`
+    leaves it out, `make test` runs it.
+
+    Under pytest-xdist (`make test`: whole files per worker, in this order), the shared trained + exported model
+    is built first, by the first worker, while the other works through the files that do not need it; the files
+    that use it come last, most tests first, when it is ready for both. A run without xdist keeps pytest's order."""
+    users: dict[str, int] = {}
+    for item in items:
+        if "tiny_export" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            users[item.path] = users.get(item.path, 0) + 1
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    by_size = sorted(users, key=lambda path: -users[path])
+    rank = {path: (0 if i == 0 else 2, i) for i, path in enumerate(by_size)}
+    items.sort(key=lambda item: rank.get(item.path, (1, 0)))  # stable: each file keeps its own order

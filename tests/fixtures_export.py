@@ -1,10 +1,10 @@
 """One tiny trained + exported model for every test that needs real model files.
 
 Training and exporting (ONNX, SavedModel, TFLite fp32/fp16/int8/int16x8, TFJS) takes minutes on two CPU
-cores, so it is done at most ONCE per pytest session, whichever test module asks first:
-`build_tiny_export(tmp_path_factory)` caches its result for the session. Test modules use it through
-the session-scoped `tiny_export` fixture below (import it, or register this module in conftest with
-`pytest_plugins = ["tests.fixtures_export"]`); both paths share the same cached build.
+cores, so it is done at most ONCE per test run, whichever test module (and whichever pytest-xdist worker) asks
+first: `build_tiny_export(tmp_path_factory)` builds it into a folder the workers share (tests/once.py). Test
+modules use it through the session-scoped `tiny_export` fixture below (registered in tests/conftest.py).
+The build is shared: tests copy a file before changing it.
 
 The model: pretrained=False MobileNetV2 + head trained to a clear decision on four colour-distinct
 synthetic classes at 64 px.
@@ -18,24 +18,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.once import once_per_run
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["battery", "biological", "cardboard", "clothes"]
 IMAGE_SIZE = 64
 
-_CACHE: dict[str, dict] = {}
-
-
 def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """{'data', 'run', 'ckpt', 'results', 'out', 'result', 'verify'}: built once per session."""
-    key = str(tmp_path_factory.getbasetemp())
-    if key in _CACHE:
-        return _CACHE[key]
+    """{'data', 'run', 'ckpt', 'results', 'out', 'result', 'verify'}: built once per test run."""
+    return once_per_run(tmp_path_factory, "tiny-export", _build)
 
+
+def _build(base: Path) -> dict:
     from lit_garbage.data.synthetic import generate
     from lit_garbage.export.exporter import ALL_FORMATS, Exporter
     from lit_garbage.training import cli
 
-    base = tmp_path_factory.mktemp("tiny-export")
     data = base / "data"
     generate(data, per_class=40, size=IMAGE_SIZE, seed=0)
     for extra in data.iterdir():  # four colour-distinct classes learn in a few CPU epochs
@@ -61,10 +59,8 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # Every format, the opt-in int16x8 too.
     result = Exporter(run / "model.ckpt", out=out, formats=ALL_FORMATS, calib_images=100, verify_images=64,
                       log=lambda s: None).run()
-    built = {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "out": out,
-             "result": result, "verify": json.loads((out / "verify.json").read_text())}
-    _CACHE[key] = built
-    return built
+    return {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "out": out,
+            "result": result, "verify": json.loads((out / "verify.json").read_text())}
 
 
 @pytest.fixture(scope="session")

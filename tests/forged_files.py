@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.once import once_per_run
+
 UNSAFE_GLOBAL = "builtins.exec"  # what a pickled exec names (torch.serialization.get_unsafe_globals_in_checkpoint)
 
 
@@ -85,14 +87,18 @@ def an_image(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def one_epoch_run(tmp_path_factory, synthetic_root) -> Path:
-    """One finished 1-epoch run of the real CLI (model.ckpt, checkpoints/last.ckpt, split.csv)."""
-    from lit_garbage.training import cli
-    from tests.conftest import fit_args
+    """One finished 1-epoch run of the real CLI (model.ckpt, checkpoints/last.ckpt, split.csv), trained once per
+    test run and shared by the pytest-xdist workers (tests/once.py)."""
+    def train(base: Path) -> Path:
+        from lit_garbage.training import cli
+        from tests.conftest import fit_args
 
-    run = tmp_path_factory.mktemp("one-epoch") / "run"
-    cli.main(fit_args(synthetic_root, run, "--trainer.max_epochs", "1"))
-    assert (run / "model.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-    return run
+        run = base / "run"
+        cli.main(fit_args(synthetic_root, run, "--trainer.max_epochs", "1"))
+        assert (run / "model.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        return run
+
+    return once_per_run(tmp_path_factory, "one-epoch", train)
 
 
 @pytest.fixture

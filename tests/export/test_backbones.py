@@ -71,6 +71,7 @@ def test_head_and_freezing_adapt_to_the_backbone(backbone):
             assert m.training == any(p.requires_grad for p in m.parameters()), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(FAMILIES))
 def test_export_and_verification_pass_for_other_backbones(backbone, tiny_data, tmp_path):
     import numpy as np

@@ -153,6 +153,7 @@ def tiny_cv(synthetic_root, tmp_path_factory):
     return out, args
 
 
+@pytest.mark.slow
 def test_cv_runs_fit_in_their_own_process_and_score_the_fold_and_the_smoke_set(tiny_cv):
     out, _ = tiny_cv
     result = json.loads((out / "cv.json").read_text())
@@ -172,6 +173,7 @@ def test_cv_runs_fit_in_their_own_process_and_score_the_fold_and_the_smoke_set(t
     assert any((out / "image_cache").iterdir())  # one decoded-image cache shared by the runs
 
 
+@pytest.mark.slow
 def test_finished_runs_are_read_back_and_int8_is_rescored_when_the_export_code_changes(tiny_cv, monkeypatch):
     out, args = tiny_cv
     scores = sorted(out.glob("runs/*/*/score.json"))

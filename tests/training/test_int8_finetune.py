@@ -147,6 +147,7 @@ def tiny_run(tmp_path_factory) -> dict:
     return {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "base": base}
 
 
+@pytest.mark.slow
 def test_int8_finetune_writes_a_checkpoint_on_the_grid_that_keeps_the_run(tiny_run):
     from lit_garbage.inference.backends import load_classifier
     from lit_garbage.safe_loading import load_torch_file
@@ -178,6 +179,7 @@ def test_int8_finetune_writes_a_checkpoint_on_the_grid_that_keeps_the_run(tiny_r
     assert snapped.epochs == 0 and snapped.max_grid_error < 1e-3
 
 
+@pytest.mark.slow
 def test_int8_finetune_command_refuses_bad_options(tiny_run, tmp_path, capsys):
     from lit_garbage.commands.main import main
 
@@ -225,6 +227,7 @@ def _probabilities(path: Path, images) -> "object":
     return np.stack(rows)
 
 
+@pytest.mark.slow
 def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agrees_better(tiny_run):
     import numpy as np
 

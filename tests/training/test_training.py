@@ -39,6 +39,7 @@ def fitted_run(synthetic_root, tmp_path_factory):
     return run_dir, results
 
 
+@pytest.mark.slow
 def test_fit_writes_a_complete_run_directory(fitted_run):
     run_dir, results = fitted_run
     for name in ("config.yaml", "split.csv", "metrics.csv", "model.ckpt", "results.json"):
@@ -56,6 +57,7 @@ def test_fit_writes_a_complete_run_directory(fitted_run):
     assert ckpt["datamodule_hyper_parameters"]["manifest"] == str(run_dir / "split.csv")
 
 
+@pytest.mark.slow
 def test_short_fit_lowers_training_loss(fitted_run):
     run_dir, _ = fitted_run
     losses = _epoch_rows(run_dir, "train_loss_epoch")
@@ -63,11 +65,13 @@ def test_short_fit_lowers_training_loss(fitted_run):
     assert min(losses[1:]) < losses[0] * 0.9, losses
 
 
+@pytest.mark.slow
 def test_saved_model_equals_best_checkpoint(fitted_run):
     run_dir, results = fitted_run
     assert _equal_states(_state(run_dir / "model.ckpt"), _state(results["best_checkpoint"]))
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_best_weights(synthetic_root, tmp_path):
     # Monitor the training loss for its *maximum*: when fine-tuning, epoch 0 is the worst epoch, so
     # early stopping (patience 1) must stop after epoch 1 and the final weights must be epoch 0's.
@@ -87,6 +91,7 @@ def test_early_stopping_restores_best_weights(synthetic_root, tmp_path):
     assert not _equal_states(final, trained_on)
 
 
+@pytest.mark.slow
 def test_existing_run_directory_is_not_overwritten(fitted_run, synthetic_root):
     run_dir, _ = fitted_run
     before = (run_dir / "model.ckpt").stat().st_mtime_ns
@@ -104,6 +109,7 @@ def test_missing_data_root_fails_clearly_and_leaves_no_run_directory(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_finishes_and_logs_metrics(synthetic_root, tmp_path):
     # DDP re-launches the command for rank 1, so it runs as the user would run it: a subprocess.
     run_dir = tmp_path / "ddp"
