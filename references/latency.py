@@ -1,4 +1,4 @@
-"""`lit-garbage latency`: single-image latency of model files side by side, in one process, on this machine.
+"""`python -m references.latency`: single-image latency of model files side by side, in one process, on this machine.
 
 Every file runs the same number of single-image predictions in interleaved rounds, the order rotated each round,
 so each sees the same share of any slow-down of a shared machine. Per file: the median over rounds of the wall
@@ -84,10 +84,10 @@ def render(rows: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lit-garbage latency", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m references.latency", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
-  lit-garbage latency exports/demo/model_float32.tflite exports/demo/model_int8.tflite
-  lit-garbage latency model_float32.tflite int8_a.tflite int8_b.tflite --threads 2 --json latency.json""")
+  python -m references.latency exports/demo/model_float32.tflite exports/demo/model_int8.tflite
+  python -m references.latency model_float32.tflite int8_a.tflite int8_b.tflite --threads 2 --json latency.json""")
     p.add_argument("files", nargs="+", help="model files (the first is the reference): .tflite, .onnx, a "
                    "SavedModel folder or a checkpoint")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default: 1)")

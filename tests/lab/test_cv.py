@@ -1,4 +1,4 @@
-"""`lit-garbage cv`: fold manifests, runs that read back, the tables and the int8 re-scoring, on tiny data."""
+"""`python -m references.cv`: fold manifests, runs that read back, the tables and the int8 re-scoring, on tiny data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`lit-garbage latency`: real runtimes timed side by side on the suite's exported model."""
+"""`python -m references.latency`: real runtimes timed side by side on the suite's exported model."""
 
 from __future__ import annotations
 
