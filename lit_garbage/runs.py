@@ -20,6 +20,8 @@ Standard library only: every stage imports it, the torch-free `lite` install inc
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -102,12 +104,22 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
         if recorded.get("path"):  # relative to the export folder (exports made before: absolute)
             candidates.append(export_dir / recorded["path"])
         ckpt = meta.get("checkpoint") or {}
-        if recorded.get("dataset_root"):  # the export says it itself: no checkpoint is opened
-            dm = {"root": str(export_dir / recorded["dataset_root"])}
+        # Where this machine made the export from, found by the checkpoint's hash (never written into the export):
+        # an export moved away from its run still finds the run's split and dataset while they exist.
+        local = recall_export(ckpt.get("sha256"))
+        if local.get("manifest"):
+            candidates.append(Path(local["manifest"]))
+        roots = [export_dir / recorded["dataset_root"]] if recorded.get("dataset_root") else []
+        if "dataset_root" in recorded and local.get("dataset_root"):  # exports made since roots were recorded
+            roots.append(Path(local["dataset_root"]))
+        if roots:  # the export says it itself: no checkpoint is opened
+            dm = {"root": str(next((r for r in roots if r.is_dir()), roots[0]))}
         elif ckpt.get("file") and read_datamodule is not None:
             folders = (export_dir.parent, export_dir, export_dir.parent / CHECKPOINT_DIR)
             if ckpt.get("path"):
                 folders = (*folders, (export_dir / ckpt["path"]).parent)
+            if local.get("checkpoint"):
+                folders = (*folders, Path(local["checkpoint"]).parent)
             for found in dict.fromkeys(f / ckpt["file"] for f in folders):
                 read = read_datamodule(found) if found.is_file() else None
                 if read is not None:
@@ -118,3 +130,47 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
     root = Path(data_root) if data_root else (Path(dm["root"]) if dm.get("root") else None)
     found_manifest = next((p for p in candidates if p.is_file()), None)
     return DataLocation(root, found_manifest, candidates, run_dir, expected_sha)
+
+
+# ---------------------------------------------------------------- this machine's memory of its exports
+
+EXPORTS_INDEX_ENV = "LIT_GARBAGE_INDEX"  # the file below, elsewhere (tests, shared machines)
+MAX_INDEXED = 1000
+
+
+def exports_index() -> Path:
+    """This user's private index of the exports made here: checkpoint sha256 -> the run's absolute paths. An
+    export itself records paths only relative to it (a shipped file must not name this machine's folders)."""
+    if os.environ.get(EXPORTS_INDEX_ENV):
+        return Path(os.environ[EXPORTS_INDEX_ENV])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "lit-garbage" / "exports.json"
+
+
+def _read_index() -> dict[str, Any]:
+    try:
+        data = json.loads(exports_index().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remember_export(checkpoint_sha256: str, **paths: Path | None) -> None:
+    """Record where the run of `checkpoint_sha256` lives (checkpoint, manifest, dataset_root); best effort."""
+    from lit_garbage.files import replaced_atomically
+
+    index = _read_index()
+    index.pop(checkpoint_sha256, None)
+    index[checkpoint_sha256] = {k: str(Path(v).resolve()) for k, v in paths.items() if v is not None}
+    index = dict(list(index.items())[-MAX_INDEXED:])  # the most recent exports
+    try:
+        with replaced_atomically(exports_index()) as tmp:
+            tmp.write_text(json.dumps(index, indent=1) + "\n")
+        os.chmod(exports_index(), 0o600)  # private: it names this user's folders
+    except OSError:
+        pass  # a read-only home: moved exports then need --data.root, as before
+
+
+def recall_export(checkpoint_sha256: str | None) -> dict[str, str]:
+    entry = _read_index().get(checkpoint_sha256) if checkpoint_sha256 else None
+    return {k: v for k, v in entry.items() if isinstance(v, str)} if isinstance(entry, dict) else {}

@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("LIT_GARBAGE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_exports_index(tmp_path_factory):
+    """This session's own index of exports made here (`runs.exports_index`), not the user's."""
+    from lit_garbage.runs import EXPORTS_INDEX_ENV
+
+    previous = os.environ.get(EXPORTS_INDEX_ENV)
+    os.environ[EXPORTS_INDEX_ENV] = str(tmp_path_factory.mktemp("index") / "exports.json")
+    yield
+    if previous is None:
+        os.environ.pop(EXPORTS_INDEX_ENV, None)
+    else:
+        os.environ[EXPORTS_INDEX_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """10 classes x 14 images, 64 px: enough for a stratified 70/15/15 split and a quick fit. One folder for the

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lit_garbage.commands.options import add_data, add_model
+from lit_garbage.checks import Rule, non_negative, optional, positive
+from lit_garbage.commands.options import MAX_BATCH, add_data, add_model, option_problems, whole
 
 EPILOG = """examples:
   # fine-tune under int8 weight fake quantisation, then export every format from the result
@@ -62,8 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INT8_FINETUNE_RULES = (
+    Rule("--epochs", *whole(0, 1000)),
+    Rule("--lr", lambda v: positive(v) and v < 10, "must be a positive number below 10"),
+    Rule("--backbone-lr-scale", lambda v: non_negative(v) and v <= 10, "must be from 0 to 10"),
+    Rule("--batch-size", optional(whole(1, MAX_BATCH)[0]), f"must be an integer from 1 to {MAX_BATCH:,}"),
+    Rule("--num-workers", optional(whole(0, 256)[0]), "must be an integer from 0 to 256"),
+    Rule("--seed", *whole(0, 2**32 - 1)),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    broken = option_problems(args, INT8_FINETUNE_RULES)
+    for problem in broken:
+        print(f"error: {problem}", file=sys.stderr)
+    if broken:
+        return 2
     from lit_garbage.training.int8_finetune import int8_finetune
 
     try:

@@ -28,7 +28,7 @@ from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
 from lit_garbage.inference.backends import TorchBackend, load_classifier, torch_outputs
-from lit_garbage.runs import RESULTS_FILE, default_export_dir, run_dir_of
+from lit_garbage.runs import RESULTS_FILE, default_export_dir, remember_export, run_dir_of
 from lit_garbage.training.checkpoints import save_safetensors
 
 # User-facing format names -> the files they produce (metadata.FORMATS keys).
@@ -361,6 +361,8 @@ class Exporter:
                            "holds": "the GarbageClassifier's state_dict entries under net.* (float32), and in its "
                                     "header the hyper-parameters that rebuild it"}
         write_metadata(self.work, meta)
+        remember_export(meta["checkpoint"]["sha256"], checkpoint=self.ckpt, manifest=manifest_path,
+                        dataset_root=dataset_root)
         # Into every model file too, before verification: the files verified are the files shipped.
         from lit_garbage.export.metadata import MetadataError, embed_facts
 

@@ -137,8 +137,10 @@ def test_export_without_its_run_needs_data_and_then_evaluates_the_whole_folder(t
     (lone / "metadata.json").write_text(json.dumps(meta))
     assert ev.main(["--model", str(model), "--out", str(tmp_path / "c")]) == 0
     assert "test" in {s["split"] for s in json.loads((tmp_path / "c" / "metrics.json").read_text())["splits"]}
-    # Once the run is gone (its recorded paths lead nowhere), the data has to be named.
+    # Once the run is gone (its recorded paths lead nowhere, and this machine's index of exports knows no run of
+    # that checkpoint), the data has to be named.
     meta["checkpoint"]["path"] = str(tmp_path / "deleted" / "model.ckpt")
+    meta["checkpoint"]["sha256"] = "0" * 64
     meta["split_manifest"]["path"] = str(tmp_path / "deleted" / "split.csv")
     (lone / "metadata.json").write_text(json.dumps(meta))
     assert ev.main(["--model", str(model), "--out", str(tmp_path / "a")]) == 2

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_garbage.artifacts import FactsError, check_facts, read_facts
 from lit_garbage.inference.backends import ModelFileError, load_backend
 
 CLASSES = ["glass", "metal", "paper"]
@@ -101,6 +100,8 @@ def test_an_embedded_metadata_zip_bomb_is_not_inflated(tmp_path):
             chunk = b" " * 2**20
             for _ in range(64):  # 64 MiB of spaces: valid JSON whitespace, a few hundred KB compressed
                 f.write(chunk)
+    from lit_garbage.artifacts import FactsError, read_facts
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with pytest.raises(FactsError, match="over 4 MiB"):
@@ -110,6 +111,8 @@ def test_an_embedded_metadata_zip_bomb_is_not_inflated(tmp_path):
 
 
 def test_check_facts_is_the_one_table():
+    from lit_garbage.artifacts import FactsError, check_facts
+
     assert check_facts(CLASSES, 224, outputs=3, input_size=224) == (CLASSES, 224)
     assert check_facts(None, None) == (None, None)
     with pytest.raises(FactsError):
@@ -204,3 +207,33 @@ def test_figures_draw_any_class_name_as_text(tmp_path):
         save_grid([Panel(Image.new("RGB", (8, 8)), n, 0.5, n, n) for n in names], tmp_path / "grid.png",
                   title="$$")
     assert Image.open(tmp_path / "cm.png").size[0] > 100 and Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".ckpt"])
+def test_a_model_path_that_is_a_fifo_is_refused_not_waited_on(suffix, tmp_path):
+    import os
+
+    fifo = tmp_path / f"model{suffix}"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFileError, match="not a regular file|not found"):
+        load_backend(fifo)
+
+
+@pytest.mark.parametrize("flags", [["--epochs", "-1"], ["--lr", "0"], ["--lr", "nan"], ["--backbone-lr-scale", "-1"],
+                                   ["--batch-size", "0"], ["--num-workers", "100000"]])
+def test_int8_finetune_bounds_its_options_before_reading_the_model(flags, tmp_path, capsys):
+    from lit_garbage.commands import int8_finetune as ft
+
+    code = ft.main(["--model", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o.ckpt"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {flags[0]} must be") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flags", [["--calib-images", "0"], ["--verify-images", "10000000"],
+                                   ["--int8-float-convs", "-3"]])
+def test_export_bounds_its_options_before_reading_the_model(flags, tmp_path, capsys):
+    from lit_garbage.commands import export as ex
+
+    assert ex.main(["--model", str(tmp_path / "missing.ckpt"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[0]} must be") and err.count("\n") == 1, err
