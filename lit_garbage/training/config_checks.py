@@ -203,8 +203,13 @@ def _pretrained_problem(backbone: str) -> str | None:
     Hub, not in the local cache, and the hub is switched off (HF_HUB_OFFLINE)."""
     import timm
 
-    advice = ("point --model.weights at a local file (a timm/torch state dict or .safetensors, or keras:PATH to a Keras "
-              "MobileNetV2), or train from scratch with --model.pretrained false")
+    from lit_garbage.models.imagenet_weights import find_local_imagenet_file, offline_routes
+
+    if find_local_imagenet_file(backbone) is not None:  # torchvision's own file, used offline (network.py)
+        return None
+    advice = ("point --model.weights at a local file (a timm/torch state dict or .safetensors, torchvision's "
+              "MobileNetV2 file, or keras:PATH to a Keras MobileNetV2), or train from scratch with "
+              "--model.pretrained false." + offline_routes(backbone))
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
     except Exception:  # noqa: BLE001

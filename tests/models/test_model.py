@@ -135,6 +135,9 @@ def test_inference_graph_outputs_probabilities_from_unit_range_images():
 
 
 def test_offline_pretrained_error_says_what_to_do(monkeypatch):
+    from lit_garbage.models import imagenet_weights
+
+    monkeypatch.setattr(imagenet_weights, "candidate_paths", lambda name: [])  # no local ImageNet file either
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="--model.weights PATH.*--model.pretrained false"):
         GarbageNet(10, pretrained=True)

@@ -68,6 +68,9 @@ def test_pretrained_weights_that_cannot_be_had_offline_are_refused_before_the_sc
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if isinstance(huggingface_hub.try_to_load_from_cache(cfg.hf_hub_id, filename), str):
             pytest.skip(f"{cfg.hf_hub_id} is in the local cache here: pretrained weights load offline")
+    from lit_garbage.models import imagenet_weights
+
+    monkeypatch.setattr(imagenet_weights, "candidate_paths", lambda name: [])  # nor torchvision's file on disk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     run_dir = tmp_path / "run"
