@@ -33,6 +33,9 @@ def format_files(export: Path) -> list[tuple[str, Path]]:
 
 
 def size_bytes(path: Path) -> int:
+    """A file's size; a folder's files together; TFJS's model.json with its weight shards (its whole folder)."""
+    if path.name == "model.json":
+        path = path.parent
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -109,7 +112,7 @@ def format_parity(export: str | Path, split: str = "test", data_root: str | Path
         ev, result = last
         rows.append(mediapipe_row(export / FORMATS[MEDIAPIPE_FORMAT]["file"], result.paths, result.y_true,
                                   result.class_names, reference))
-    table = {"export": export.name, "split": split, "data": str(last[0].data.source) if last else None,
+    table = {"export": str(export), "split": split, "data": str(last[0].data.source) if last else None,
              "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "parity.json").write_text(json.dumps(table, indent=1) + "\n")

@@ -27,6 +27,8 @@ def test_every_format_is_scored_on_the_same_photos_against_torch(tiny_export, tm
     assert rows["mediapipe (int8 file alone)"]["agreement_with_torch"] >= 0.8
     assert all(r["size_bytes"] > 0 and r["latency_ms"] > 0 for r in rows.values())
     assert rows["tflite_int8"]["size_bytes"] < rows["tflite_float32"]["size_bytes"] / 3
+    # TFJS: model.json and its weight shards, about the float32 weights' size.
+    assert rows["tfjs"]["size_bytes"] > rows["tflite_float32"]["size_bytes"] / 2
     # One Markdown table, printed and written.
     assert (tmp_path / "parity.md").read_text() in capsys.readouterr().out
     assert (tmp_path / "tflite_int8" / "report.md").is_file()
