@@ -47,22 +47,32 @@ def _latency_ms(backend, paths: list[Path]) -> float:
     return ms
 
 
-def mediapipe_row(path: Path, paths: list[Path], y_true: np.ndarray, class_names: list[str],
-                  reference: dict[Path, int]) -> dict[str, Any]:
-    """MediaPipe's ImageClassifier on the file alone, on the full-size photos (it resizes them itself)."""
+def _mediapipe_top1(model: str, paths: list[str], class_names: list[str]) -> tuple[list[int], float]:
+    """(top-1 class index per photo, -1 for a name the model does not know; seconds spent classifying)."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=model), max_results=1)
     index = {name: i for i, name in enumerate(class_names)}
     pred, elapsed = [], 0.0
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for p in paths:
-            image = mp.Image.create_from_file(str(p))
+            image = mp.Image.create_from_file(p)
             start = time.perf_counter()
             (head,) = classifier.classify(image).classifications
             elapsed += time.perf_counter() - start
             pred.append(index.get(head.categories[0].category_name, -1))
+    return pred, elapsed
+
+
+def mediapipe_row(path: Path, paths: list[Path], y_true: np.ndarray, class_names: list[str],
+                  reference: dict[Path, int]) -> dict[str, Any]:
+    """MediaPipe's ImageClassifier on the file alone, on the full-size photos (it resizes them itself). It runs in
+    a fresh process: MediaPipe's own TFLite runtime beside TensorFlow and LiteRT in one process can crash it."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pred, elapsed = pool.apply(_mediapipe_top1, (str(path), [str(p) for p in paths], list(class_names)))
     return _row("mediapipe (int8 file alone)", path, paths, y_true, np.array(pred), class_names, reference,
                 1000 * elapsed / max(len(paths), 1))
 
