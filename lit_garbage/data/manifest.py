@@ -133,6 +133,8 @@ class Manifest:
             reader = csv.DictReader(f)
             try:
                 return cls._read_rows(path, reader, class_names)
+            except DatasetError:  # already one line naming the row and the reason
+                raise
             except (csv.Error, KeyError, ValueError, TypeError, AttributeError) as err:
                 # A stray quote swallows the rest of the file into one field, a short row has no path: one line.
                 raise DatasetError(f"{shown(path)} line {reader.line_num}: not a valid split manifest row "

@@ -116,19 +116,3 @@ def test_an_export_beside_its_run_still_finds_the_run_data(tiny_export, tmp_path
     assert found.root is not None and found.root.resolve() == Path(tiny_export["data"]).resolve()
     assert found.manifest is not None and found.manifest.is_file()
 
-
-def test_a_moved_export_finds_its_run_through_this_machines_private_index(tiny_export, tmp_path):
-    """The export names no absolute path; this machine remembers, by the checkpoint's hash, where its run is."""
-    from lit_garbage.artifacts import locate_metadata
-    from lit_garbage.runs import exports_index, find_run_data
-
-    moved = tmp_path / "far" / "away"
-    moved.mkdir(parents=True)
-    shutil.copy(tiny_export["out"] / "metadata.json", moved)
-    shutil.copy(tiny_export["out"] / "model_float16.tflite", moved)
-    found = find_run_data(moved / "model_float16.tflite", export=locate_metadata(moved / "model_float16.tflite"))
-    assert found.manifest is not None and found.manifest.resolve() == (tiny_export["run"] / "split.csv").resolve()
-    assert found.root is not None and found.root.resolve() == Path(tiny_export["data"]).resolve()
-    index = exports_index()
-    assert stat.S_IMODE(index.stat().st_mode) == 0o600 and str(tiny_export["out"].parent) not in \
-        (tiny_export["out"] / "metadata.json").read_text()

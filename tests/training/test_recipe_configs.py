@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from lit_garbage.data.datamodule import GarbageDataModule
-from lit_garbage.lab.cv import Recipe
 from lit_garbage.training.cli import GarbageCLI, main
 from lit_garbage.training.config_files import BASE_KEY, config_chain, expand_bases
 from lit_garbage.training.module import GarbageClassifier
+from references.cv import Recipe
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"
