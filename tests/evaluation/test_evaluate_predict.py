@@ -133,10 +133,6 @@ def test_export_without_its_run_needs_data_and_then_evaluates_the_whole_folder(t
     shutil.copy(tiny_export["out"] / "model_float32.tflite", lone)
     meta = json.loads((tiny_export["out"] / "metadata.json").read_text())
     model = lone / "model_float32.tflite"
-    # While its run exists, a moved export still finds the run's split through its metadata.
-    (lone / "metadata.json").write_text(json.dumps(meta))
-    assert ev.main(["--model", str(model), "--out", str(tmp_path / "c")]) == 0
-    assert "test" in {s["split"] for s in json.loads((tmp_path / "c" / "metrics.json").read_text())["splits"]}
     # Once the run is gone (its recorded paths lead nowhere, and this machine's index of exports knows no run of
     # that checkpoint), the data has to be named.
     meta["checkpoint"]["path"] = str(tmp_path / "deleted" / "model.ckpt")
