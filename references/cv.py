@@ -55,6 +55,7 @@ from references.cv_tables import (  # noqa: F401 - the tables, also as cv.*
 )
 from references.experiments import CHECKOUT, CONFIGS, real_data, resolve_backbone, score_metrics
 from references.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
+from lit_garbage.formats import FORMATS
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
 from lit_garbage.training.config_files import config_chain
 
@@ -274,7 +275,7 @@ def score_int8(run: CVRun) -> dict[str, Any]:
     if rc != 0:
         raise RuntimeError(f"int8 export of {run.run_dir} failed (exit {rc}); see {run.run_dir / 'export-int8.log'}")
     result = {"method": int8_method(), "export_wall_s": wall, "export_cpu_s": cpu,
-              **score_model(out / "model_int8.tflite", run, run.run_dir / "eval-int8")}
+              **score_model(out / FORMATS["tflite_int8"].file, run, run.run_dir / "eval-int8")}
     result = with_agreement(run.run_dir, result)
     (run.run_dir / INT8_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result

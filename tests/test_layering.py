@@ -120,3 +120,21 @@ def test_the_lab_is_outside_the_package_and_seen_by_the_checker():
     graph = _graph()
     assert "references.cv_tables" in graph["references.cv"]
     assert _stage("references.cv") == "references"
+
+
+def test_the_format_rows_name_code_their_users_may_import():
+    """`lit_garbage.formats` names each runtime's code as "module:attribute", imported where it is used: the
+    backend by inference, the facts writer by export, the facts reader by `artifacts` (the package's top)."""
+    from lit_garbage.formats import RUNTIMES
+
+    modules = _modules()
+    users = {"backend": "inference", "writer": "export", "reader": ""}
+    for runtime in RUNTIMES.values():
+        for role, user in users.items():
+            name = getattr(runtime, role)
+            if name is None:
+                continue
+            module = name.partition(":")[0]
+            assert module in modules, f"{runtime.kind} {role}: {name} names no module of the project"
+            assert STAGES.index(_stage(module)) <= STAGES.index(user), \
+                f"{runtime.kind} {role}: {name} lies on a later floor than its user ({user or 'top'})"

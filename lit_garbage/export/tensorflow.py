@@ -284,8 +284,9 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
                                       "run with --verbose for its log") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    files = {"saved_model": out_dir, "float32": out_dir / "model_float32.tflite",
-             "float16": out_dir / "model_float16.tflite"}
+    # onnx2tf names its TFLite files after the ONNX file it converts (model.onnx -> model_float32.tflite).
+    files = {"saved_model": out_dir, "float32": out_dir / f"{onnx_path.stem}_float32.tflite",
+             "float16": out_dir / f"{onnx_path.stem}_float16.tflite"}
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing or not (out_dir / "saved_model.pb").is_file():
         raise ConversionError(f"onnx2tf finished without writing {', '.join(missing) or 'saved_model.pb'}")
