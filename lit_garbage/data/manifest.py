@@ -695,8 +695,3 @@ def check_files(root: str | Path, records) -> FileCheck:
             if digest != r.sha256:
                 found.changed[r.path] = "same size, other content: its sha256 differs"
     return found
-
-
-def file_hash(path: str | Path) -> str:
-    """Content hash of a whole file (manifests, checkpoints) for export metadata."""
-    return sha256_file(Path(path))

@@ -37,9 +37,9 @@ from lit_garbage.data.manifest import (
     Manifest,
     Record,
     check_files,
-    file_hash,
     scan_image_folder,
 )
+from lit_garbage.files import sha256_file
 from lit_garbage.evaluation import seed_reference
 from lit_garbage.runs import EVAL_DIR, find_run_data
 
@@ -69,7 +69,7 @@ def _datamodule_of_export_checkpoint(path: Path, expected_sha256: str | None, wa
     """The data module hyper-parameters of the checkpoint beside an export made before exports recorded their
     dataset root (None: not used). Read only when it is the checkpoint the export was made from (metadata.json's
     sha256), and then with `weights_only=True`: a checkpoint holding Python objects is refused, with a warning."""
-    if not expected_sha256 or file_hash(path) != expected_sha256:
+    if not expected_sha256 or sha256_file(path) != expected_sha256:
         warnings.append(f"{path} is not the checkpoint this export was made from (its sha256 differs from "
                         "metadata.json's): not read")
         return None
@@ -129,7 +129,7 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
     if root is None or not root.is_dir():
         raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data.root ROOT "
                         "(the dataset the run was trained on)" + "".join(f"; {w}" for w in warnings))
-    if expected_sha and file_hash(manifest_path) != expected_sha:
+    if expected_sha and sha256_file(manifest_path) != expected_sha:
         warnings.append(f"{manifest_path} differs from the manifest the export was made with (sha256 mismatch)")
     try:
         parsed = Manifest.read(manifest_path)

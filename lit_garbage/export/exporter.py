@@ -22,8 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lit_garbage.artifacts import FactsError, build_metadata, check_facts, embedded_facts, write_metadata
-from lit_garbage.data.manifest import file_hash
-from lit_garbage.files import low_space
+from lit_garbage.files import low_space, sha256_file
 from lit_garbage.formats import DEFAULT_FORMATS, FORMAT_FILES, FORMATS, REQUIRES
 from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
 from lit_garbage.export.samples import RunData, SampleError, run_data
@@ -335,20 +334,20 @@ class Exporter:
                                                     "test_loss", "test_acc") if k in results}
         try:
             manifest_path, dataset_root = self.data.manifest_path, self.data.root
-            manifest_sha = file_hash(manifest_path)
+            manifest_sha = sha256_file(manifest_path)
         except ExportError:
             manifest_path = manifest_sha = dataset_root = None
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         meta = build_metadata(
             class_names=self.class_names, image_size=self.image_size, normalisation=self.module.normalisation,
-            formats=files, checkpoint=self.ckpt, checkpoint_sha256=file_hash(self.ckpt),
+            formats=files, checkpoint=self.ckpt, checkpoint_sha256=sha256_file(self.ckpt),
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
             onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
             version=self.model_version, dataset_root=dataset_root, export_dir=self.out)
         # The weights without a pickle: safetensors, with what rebuilds the model in its header.
         weights = save_safetensors(self.module, self.work / WEIGHTS_FILE, embedded_facts(meta))
-        meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": file_hash(weights),
+        meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_file(weights),
                            "holds": "the GarbageClassifier's state_dict entries under net.* (float32), and in its "
                                     "header the hyper-parameters that rebuild it"}
         write_metadata(self.work, meta)

@@ -20,7 +20,7 @@ import torch
 from lit_garbage.formats import FORMATS
 from lit_garbage.commands.export import build_parser as export_parser
 from lit_garbage.commands.export import main as export_main
-from lit_garbage.data.manifest import file_hash
+from lit_garbage.files import sha256_file
 from lit_garbage.export.exporter import DEFAULT_FORMATS, MARKER, Exporter, ExportError, resolve_formats
 from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.references import (
@@ -73,8 +73,8 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
     assert (out / "labels.txt").read_text().split() == CLASSES
     assert meta["image_size"] == IMAGE_SIZE
     assert meta["input"]["range"] == [0.0, 1.0]
-    assert meta["checkpoint"]["sha256"] == file_hash(ckpt)
-    assert meta["split_manifest"]["sha256"] == file_hash(exported["run"] / "split.csv")
+    assert meta["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert meta["split_manifest"]["sha256"] == sha256_file(exported["run"] / "split.csv")
     assert meta["training_metrics"]["test_acc"] == pytest.approx(exported["results"]["test_acc"])
     assert meta["int8_calibration"]["split"] == "train" and meta["int8_calibration"]["images"] > 0
     for pkg in ("torch", "onnx", "onnx2tf", "tensorflow", "tensorflowjs"):
