@@ -41,7 +41,7 @@ from lit_garbage.data.manifest import (
 )
 from lit_garbage.files import sha256_file
 from lit_garbage.evaluation import seed_reference
-from lit_garbage.runs import EVAL_DIR, find_run_data
+from lit_garbage.runs import EVAL_DIR, datamodule_of_export_checkpoint, find_run_data
 
 WORST_COUNT = 12
 ALL_SPLIT = "all"
@@ -65,31 +65,6 @@ class RunDataset:
 # ---------------------------------------------------------------- finding the run's data
 
 
-def _datamodule_of_export_checkpoint(path: Path, expected_sha256: str | None, warnings: list[str]) -> dict | None:
-    """The data module hyper-parameters of the checkpoint beside an export made before exports recorded their
-    dataset root (None: not used). Read only when it is the checkpoint the export was made from (metadata.json's
-    sha256), and then with `weights_only=True`: a checkpoint holding Python objects is refused, with a warning."""
-    if not expected_sha256 or sha256_file(path) != expected_sha256:
-        warnings.append(f"{path} is not the checkpoint this export was made from (its sha256 differs from "
-                        "metadata.json's): not read")
-        return None
-    try:  # without torch (the lite install) the run's dataset root must be given: --data.root
-        import torch  # noqa: F401
-    except ImportError:
-        return None
-    from lit_garbage.safe_loading import UnsafeFileError, load_torch_file
-
-    try:
-        ckpt = load_torch_file(path)
-    except UnsafeFileError as err:
-        warnings.append(f"{err}; not read to find the run's data")
-        return None
-    except Exception:  # noqa: BLE001 - damaged: no dataset root from it
-        return None
-    dm = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
-    return dm if isinstance(dm, dict) else None
-
-
 def _folder_manifest(root: Path) -> Manifest:
     class_names, samples, _skipped = scan_image_folder(root)  # unreadable files are left out
     records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, probe.bytes, probe.sha256)
@@ -111,7 +86,7 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
         export = locate_metadata(model_path)
         expected = ((export[0].get("checkpoint") or {}).get("sha256") if export else None)
         found = find_run_data(model_path, export=export, data_root=data_root, manifest=manifest,
-                              read_datamodule=lambda p: _datamodule_of_export_checkpoint(p, expected, warnings))
+                              read_datamodule=lambda p: datamodule_of_export_checkpoint(p, expected, warnings))
     root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
