@@ -41,7 +41,7 @@ from lit_garbage.data.manifest import (
 )
 from lit_garbage.files import sha256_file
 from lit_garbage.evaluation import seed_reference
-from lit_garbage.runs import EVAL_DIR, datamodule_of_export_checkpoint, find_run_data
+from lit_garbage.runs import EVAL_DIR, find_model_data, missing_manifest
 
 WORST_COUNT = 12
 ALL_SPLIT = "all"
@@ -74,20 +74,15 @@ def _folder_manifest(root: Path) -> Manifest:
 
 def resolve_data(backend, model_path: str | Path, data_root: str | Path | None = None,
                  manifest: str | Path | None = None, whole_folder: bool = False) -> RunDataset:
-    """Dataset root + split manifest for a loaded model (`lit_garbage.runs.find_run_data` finds them)."""
-    from lit_garbage.artifacts import locate_metadata
-
+    """Dataset root + split manifest for a loaded model (`lit_garbage.runs.find_model_data` finds them)."""
     model_path = Path(model_path)
     warnings: list[str] = []
+    checkpoint = None
     if backend.kind == "torch" and model_path.suffix.lower() != ".safetensors":  # a checkpoint
-        dm = (getattr(backend, "checkpoint", None) or {}).get("datamodule_hyper_parameters") or {}
-        found = find_run_data(model_path, checkpoint=True, datamodule=dm, data_root=data_root, manifest=manifest)
-    else:
-        export = locate_metadata(model_path)
-        expected = ((export[0].get("checkpoint") or {}).get("sha256") if export else None)
-        found = find_run_data(model_path, export=export, data_root=data_root, manifest=manifest,
-                              read_datamodule=lambda p: datamodule_of_export_checkpoint(p, expected, warnings))
-    root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
+        checkpoint = getattr(backend, "checkpoint", None) or {}
+    found = find_model_data(model_path, checkpoint=checkpoint, data_root=data_root, manifest=manifest,
+                            warnings=warnings)
+    root, run_dir, expected_sha = found.root, found.run_dir, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
             raise DataError(f"--split all needs a dataset folder: pass --data.root ROOT (got {root})")
@@ -97,8 +92,7 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
         if root is not None and root.is_dir() and data_root:
             warnings.append(f"the model carries no split manifest: evaluating every image under {root}")
             return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
-        looked = ", ".join(map(str, candidates)) or "nowhere: the model names no manifest"
-        raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data.root ROOT "
+        raise DataError(f"{missing_manifest(model_path, found)}; pass --data.root ROOT "
                         "(a folder of class folders) to evaluate every image in it, or --data.manifest SPLIT.csv"
                         + "".join(f"; {w}" for w in warnings))
     if root is None or not root.is_dir():
