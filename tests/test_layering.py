@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lit_garbage"
 LAB = REPO / "references"
 # Stages in the order of a model's life; a module may import its own stage and the ones before it.
-STAGES = ["", "data", "models", "training", "inference", "export", "evaluation", "serve", "audit", "commands",
-          "references"]
+STAGES = ["", "data", "models", "training", "int8", "inference", "export", "evaluation", "serve", "audit",
+          "commands", "references"]
 ROOTS = ("lit_garbage", "references")
 ENTRY_POINTS = {"lit_garbage.__main__": "commands"}  # `python -m lit_garbage` is the command
 

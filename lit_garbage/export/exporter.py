@@ -99,7 +99,7 @@ class Exporter:
             if problem:  # found out now, not after minutes of conversion
                 raise ExportError(problem)
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
-        from lit_garbage.export.int8_ranges import (
+        from lit_garbage.int8.ranges import (
             DEFAULT_FLOAT_CLASSIFIER,
             DEFAULT_FLOAT_CONVOLUTIONS,
             DEFAULT_RANGES,
@@ -220,7 +220,7 @@ class Exporter:
     def weights_on_int8_grid(self) -> bool:
         """Whether the checkpoint's weights are exactly representable in int8 (an `int8-finetune` checkpoint):
         otherwise int8 and int16x8 round them, which is what loses their answers on real models."""
-        from lit_garbage.training.int8_grid import max_grid_error
+        from lit_garbage.int8.grid import max_grid_error
 
         return max_grid_error(self.module.net) < 1e-3
 

@@ -87,7 +87,7 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
 
 
 def test_the_int8_file_is_float_up_to_its_default_convolution_integer_after_and_float_at_the_classifier(exported):
-    from lit_garbage.export.int8_ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
+    from lit_garbage.int8.ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
 
     ops = op_input_types(exported["out"] / FORMATS["tflite_int8"].file)
     convs = [dtype for op, dtype in ops if op in CONVOLUTIONS]
