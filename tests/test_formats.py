@@ -5,8 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from lit_garbage.export import references
-from lit_garbage.export.exporter import ALL_FORMATS, DEFAULT_FORMATS, EXPORT_NAMES, Exporter
-from lit_garbage.formats import FORMAT_FILES, FORMATS, REQUIRES, RUNTIMES, implementation, runtime_of
+from lit_garbage.export.exporter import (
+    ALL_FORMATS,
+    DEFAULT_FORMATS,
+    EXPORT_NAMES,
+    Exporter,
+)
+from lit_garbage.formats import (
+    FORMAT_FILES,
+    FORMATS,
+    REQUIRES,
+    RUNTIMES,
+    implementation,
+    runtime_of,
+)
 from lit_garbage.inference.backends import KINDS, Backend
 
 

@@ -39,8 +39,8 @@ from lit_garbage.data.manifest import (
     check_files,
     scan_image_folder,
 )
-from lit_garbage.files import sha256_file
 from lit_garbage.evaluation import seed_reference
+from lit_garbage.files import sha256_file
 from lit_garbage.runs import EVAL_DIR, find_model_data, missing_manifest
 
 WORST_COUNT = 12

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from lit_garbage.formats import FORMATS
 from lit_garbage.commands import parity
+from lit_garbage.formats import FORMATS
 
 
 def test_every_format_is_scored_on_the_same_photos_against_torch(tiny_export, tmp_path, capsys):

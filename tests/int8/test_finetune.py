@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from lit_garbage.models.network import GarbageNet
 from lit_garbage.int8.grid import (
     activation_points,
     add_activation_fake_quant,
@@ -22,6 +21,7 @@ from lit_garbage.int8.grid import (
     remove_weight_fake_quant,
     snap_to_int8_grid_,
 )
+from lit_garbage.models.network import GarbageNet
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -150,8 +150,8 @@ def tiny_run(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_int8_finetune_writes_a_checkpoint_on_the_grid_that_keeps_the_run(tiny_run):
     from lit_garbage.inference.backends import load_classifier
-    from lit_garbage.safe_loading import load_torch_file
     from lit_garbage.int8.finetune import CHECKPOINT_KEY, int8_finetune
+    from lit_garbage.safe_loading import load_torch_file
 
     out = tiny_run["base"] / "int8" / "model.ckpt"
     result = int8_finetune(tiny_run["ckpt"], out, epochs=1, lr=1e-3, num_workers=0, log=lambda s: None,
