@@ -17,8 +17,11 @@ The code behind a row is named as "module:attribute" and imported only when used
 imports nothing of the package, so every floor may read it, and a format's code can live in its own module.
 tests/test_layering.py checks that every name resolves, on a floor its user may import.
 
-A new format is a row here plus one module holding its converter (with its backend, facts writer and reader
-where no existing runtime opens it), and the Exporter's `export_<name>` step that calls the converter.
+A new format that an existing runtime opens (another .tflite variant, say) is a row here, its converter's module
+under export/ and the Exporter's `export_<name>` step that calls it. A new runtime adds a `Runtime` here and the
+code it names: a backend class (inference/ or lower), a facts writer (export/ or lower: beside its converter) and
+a reader (the package's top, beside `artifacts.read_facts`, which dispatches to it); a new criterion, if none
+fits, goes into `export/references.py`.
 """
 
 from __future__ import annotations
