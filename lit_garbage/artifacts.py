@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lit_garbage import __version__
+from lit_garbage.formats import FORMATS, implementation, runtime_of
 
 METADATA_FILE = "metadata.json"
 LABELS_FILE = "labels.txt"
@@ -50,18 +51,6 @@ LICENSE = "MIT"  # the project's own license
 # What a client must do to an image before the model (the same for every format).
 RESIZE = ("resize the whole image to {s} x {s} with an antialiased bilinear resize (e.g. PIL Image.resize "
           "with BILINEAR), aspect ratio not kept, no crop")
-
-# Per-format file name, input tensor name and layout (N = any batch size).
-FORMATS: dict[str, dict[str, str]] = {
-    "torch": {"file": "", "layout": "NCHW"},
-    "onnx": {"file": "model.onnx", "layout": "NCHW"},
-    "saved_model": {"file": "saved_model", "layout": "NHWC"},
-    "tflite_float32": {"file": "model_float32.tflite", "layout": "NHWC"},
-    "tflite_float16": {"file": "model_float16.tflite", "layout": "NHWC"},
-    "tflite_int8": {"file": "model_int8.tflite", "layout": "NHWC"},
-    "tflite_int16x8": {"file": "model_int16x8.tflite", "layout": "NHWC"},
-    "tfjs": {"file": "tfjs/model.json", "layout": "NHWC"},
-}
 
 _VERSIONED = ("lit-garbage", "torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "onnxsim", "tensorflow",
               "tensorflowjs", "ai-edge-litert", "tflite-support")
@@ -78,7 +67,7 @@ def package_versions(names: Sequence[str] = _VERSIONED) -> dict[str, str | None]
 
 
 def input_spec(fmt: str, image_size: int) -> dict[str, Any]:
-    layout = FORMATS[fmt]["layout"]
+    layout = FORMATS[fmt].layout
     shape = [None, 3, image_size, image_size] if layout == "NCHW" else [None, image_size, image_size, 3]
     return {"name": "images", "shape": shape, "layout": layout, "dtype": "float32",
             "channels": "RGB", "range": [0.0, 1.0]}
@@ -123,7 +112,7 @@ def build_metadata(*, class_names: Sequence[str], image_size: int, normalisation
         },
         "output": {"name": "probabilities", "shape": [None, len(class_names)], "dtype": "float32",
                    "meaning": "softmax class probabilities in class_names order"},
-        "formats": {fmt: {"path": FORMATS[fmt]["file"], "input": input_spec(fmt, image_size)}
+        "formats": {fmt: {"path": FORMATS[fmt].file, "input": input_spec(fmt, image_size)}
                     for fmt in formats if fmt in FORMATS},
         # Paths relative to the export folder (`export_dir`), so an export beside its run finds the run's split
         # and dataset without opening the checkpoint; never absolute: a shipped file must not tell where this
@@ -315,30 +304,24 @@ def read_facts(path: str | Path) -> dict[str, Any] | None:
     The result has at least `class_names`; `image_size` too unless only a labels file was found.
     """
     path = Path(path)
-    if path.name == "saved_model.pb":
-        path = path.parent
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
-            return read_saved_model_facts(path)
-        if (path / "model.json").is_file():
-            return read_tfjs_facts(path / "model.json")
+    runtime = runtime_of(path)
+    if runtime is None or runtime.reader is None:
         return None
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return read_tflite_facts(path)
-    if suffix == ".onnx":
-        try:
-            props = read_onnx_metadata(path)
-        except Exception:  # not a readable ONNX file (protobuf DecodeError, OSError): it carries no facts
-            return None
-        facts = props.get(FACTS_KEY)
-        if isinstance(facts, dict) and "class_names" in facts:
-            return facts
-        if isinstance(props.get("class_names"), list):  # exports made before the facts were embedded
-            return {"class_names": props["class_names"], "image_size": props.get("image_size")}
+    read = implementation(runtime.reader)
+    return read(path.parent if path.name in runtime.folder_files else path)
+
+
+def read_onnx_facts(path: str | Path) -> dict[str, Any] | None:
+    """Facts of an ONNX file: its `lit_garbage` metadata prop (older exports: `class_names` / `image_size`)."""
+    try:
+        props = read_onnx_metadata(path)
+    except Exception:  # not a readable ONNX file (protobuf DecodeError, OSError): it carries no facts
         return None
-    if suffix == ".json":
-        return read_tfjs_facts(path)
+    facts = props.get(FACTS_KEY)
+    if isinstance(facts, dict) and "class_names" in facts:
+        return facts
+    if isinstance(props.get("class_names"), list):  # exports made before the facts were embedded
+        return {"class_names": props["class_names"], "image_size": props.get("image_size")}
     return None
 
 
@@ -391,8 +374,12 @@ def read_saved_model_facts(folder: str | Path) -> dict[str, Any] | None:
 
 
 def read_tfjs_facts(model_json: str | Path) -> dict[str, Any] | None:
+    """Facts of a TFJS graph model (`model.json`, or the folder holding it)."""
+    model_json = Path(model_json)
+    if model_json.is_dir():
+        model_json = model_json / "model.json"
     try:
-        spec = json.loads(Path(model_json).read_text())
+        spec = json.loads(model_json.read_text())
     except (OSError, ValueError):
         return None
     facts = (spec.get("userDefinedMetadata") or {}).get(FACTS_KEY) if isinstance(spec, dict) else None

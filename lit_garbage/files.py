@@ -1,4 +1,4 @@
-"""Files written whole or not at all.
+"""Files written whole or not at all, and a file's content hash (`sha256_file`).
 
 Every file another process may read while it is written (a run's manifest and metrics, checkpoints, the image
 cache, prediction tables, model files given their metadata) goes through `replaced_atomically`: written to a
@@ -9,6 +9,7 @@ interrupt leaves no temporary file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -85,3 +86,9 @@ def folder_problem(path: str | Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the folder {folder} is not writable"
     return None
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a whole file's content (manifest rows, checkpoints, exports' metadata), hex."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from lit_garbage.files import sha256_file
+
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "split.csv"
 SKIPPED_FILE = "skipped.csv"
@@ -130,6 +132,57 @@ def find_run_data(model_path: str | Path, *, checkpoint: bool = False, datamodul
     root = Path(data_root) if data_root else (Path(dm["root"]) if dm.get("root") else None)
     found_manifest = next((p for p in candidates if p.is_file()), None)
     return DataLocation(root, found_manifest, candidates, run_dir, expected_sha)
+
+
+def find_model_data(model_path: str | Path, *, checkpoint: Mapping[str, Any] | None = None,
+                    data_root: str | Path | None = None, manifest: str | Path | None = None,
+                    warnings: list[str] | None = None) -> DataLocation:
+    """`find_run_data` for any model file: a checkpoint through its own `datamodule_hyper_parameters`
+    (`checkpoint`: the loaded checkpoint, without weights), any other file through the export around it (its
+    metadata.json; an export made before the dataset root was recorded through the checkpoint it names, read
+    only when its sha256 matches: `datamodule_of_export_checkpoint`, whose reasons go into `warnings`)."""
+    if checkpoint is not None:
+        datamodule = checkpoint.get("datamodule_hyper_parameters") or {}
+        return find_run_data(model_path, checkpoint=True, datamodule=datamodule, data_root=data_root,
+                             manifest=manifest)
+    from lit_garbage.artifacts import locate_metadata
+
+    warnings = [] if warnings is None else warnings
+    export = locate_metadata(model_path)
+    expected = (export[0].get("checkpoint") or {}).get("sha256") if export else None
+    return find_run_data(model_path, export=export, data_root=data_root, manifest=manifest,
+                         read_datamodule=lambda p: datamodule_of_export_checkpoint(p, expected, warnings))
+
+
+def missing_manifest(model_path: str | Path, found: DataLocation) -> str:
+    """The one line that says no split manifest was found for `model_path` (each command adds what to pass)."""
+    looked = ", ".join(map(str, found.looked_at)) or "nowhere: the model names no manifest"
+    return f"no split manifest for {model_path} (looked at {looked})"
+
+
+def datamodule_of_export_checkpoint(path: Path, expected_sha256: str | None, warnings: list[str]) -> dict | None:
+    """The data module hyper-parameters of the checkpoint beside an export made before exports recorded their
+    dataset root (None: not used). Read only when it is the checkpoint the export was made from (metadata.json's
+    sha256), and then with `weights_only=True`: a checkpoint holding Python objects is refused, with a warning."""
+    if not expected_sha256 or sha256_file(path) != expected_sha256:
+        warnings.append(f"{path} is not the checkpoint this export was made from (its sha256 differs from "
+                        "metadata.json's): not read")
+        return None
+    try:  # without torch (the lite install) the run's dataset root must be given: --data.root
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    from lit_garbage.safe_loading import UnsafeFileError, load_torch_file
+
+    try:
+        ckpt = load_torch_file(path)
+    except UnsafeFileError as err:
+        warnings.append(f"{err}; not read to find the run's data")
+        return None
+    except Exception:  # noqa: BLE001 - damaged: no dataset root from it
+        return None
+    dm = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+    return dm if isinstance(dm, dict) else None
 
 
 # ---------------------------------------------------------------- this machine's memory of its exports

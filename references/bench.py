@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from lit_garbage.data.images import DEFAULT_IMAGE_SIZE
+from lit_garbage.formats import FORMATS
 from lit_garbage.runs import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,14 +63,14 @@ TARGETS = {
     "int8_vs_our_fp32": ("<=", 0.6),
     "int8_top1_agreement": (">=", 0.98),
 }
-# Inference backends of this project's export, in table order: name -> (label, file in the export folder).
+# Inference backends of this project's export, in table order: format (a `lit_garbage.formats` row) -> label.
 OURS = {
-    "torch": ("torch eager", None),
-    "onnx": ("onnxruntime", "model.onnx"),
-    "tflite_float32": ("TFLite float32 (onnx2tf)", "model_float32.tflite"),
-    "tflite_float16": ("TFLite float16 (onnx2tf)", "model_float16.tflite"),
-    "tflite_int8": ("TFLite int8", "model_int8.tflite"),
-    "tfjs": ("TFJS in Node (wasm)", "tfjs"),
+    "torch": "torch eager",
+    "onnx": "onnxruntime",
+    "tflite_float32": "TFLite float32 (onnx2tf)",
+    "tflite_float16": "TFLite float16 (onnx2tf)",
+    "tflite_int8": "TFLite int8",
+    "tfjs": "TFJS in Node (wasm)",
 }
 KERAS_TFLITE = "keras_float32.tflite"
 KERAS_MAX_QUEUE_SIZE = 10  # Keras `fit(max_queue_size=10)` default: batches its workers prepare ahead
@@ -395,7 +396,7 @@ def phase_inference(spec: dict) -> dict:
     threads, runs, warmup = spec["threads"], spec["latency_runs"], spec["latency_warmup"]
     export = Path(spec["export_dir"])
     images = _latency_images(spec, 32)
-    paths = {name: (Path(spec["ckpt"]) if file is None else export / file) for name, (_, file) in OURS.items()}
+    paths = {name: (Path(spec["ckpt"]) if name == "torch" else export / FORMATS[name].file) for name in OURS}
     paths["keras_tflite_float32"] = Path(spec["keras_tflite"])
     backends = {name: load_backend(path, threads=threads) for name, path in paths.items() if name != "tfjs"}
     for backend in backends.values():
@@ -451,7 +452,7 @@ def phase_tflite_pair(spec: dict) -> dict:
 
     threads, runs, warmup = spec["threads"], spec["latency_runs"], spec["latency_warmup"]
     images = _latency_images(spec, 32)
-    backends = {"ours": load_backend(Path(spec["export_dir"]) / OURS["tflite_float32"][1], threads=threads),
+    backends = {"ours": load_backend(Path(spec["export_dir"]) / FORMATS["tflite_float32"].file, threads=threads),
                 "keras": load_backend(Path(spec["keras_tflite"]), threads=threads)}
     for backend in backends.values():
         for i in range(warmup):
@@ -470,9 +471,10 @@ def phase_tflite_pair(spec: dict) -> dict:
 
 
 def _size_mb(path: Path) -> float:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-    return path.stat().st_size / 2**20
+    """A model file's size (a folder's files together; TFJS's model.json with its weight shards), in MiB."""
+    from lit_garbage.evaluation.parity import size_bytes
+
+    return size_bytes(path) / 2**20
 
 
 PHASES: dict[str, Callable[[dict], dict]] = {
@@ -787,7 +789,7 @@ def render_table(result: dict):
     keras = inf["keras_tflite_float32"]
     keras_ms = keras["median_ms"]
     table.add_section()
-    for name, (label, _) in OURS.items():
+    for name, label in OURS.items():
         b = inf["ours"].get(name, {})
         if "median_ms" not in b:
             table.add_row(f"latency {label} (ms)", "error" if "error" in b else "skipped", num(keras_ms, ".2f"),

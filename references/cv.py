@@ -55,6 +55,7 @@ from references.cv_tables import (  # noqa: F401 - the tables, also as cv.*
 )
 from references.experiments import CHECKOUT, CONFIGS, real_data, resolve_backbone, score_metrics
 from references.folds import fold_of_records, fold_split, write_folds  # noqa: F401 - also as cv.*
+from lit_garbage.formats import FORMATS
 from lit_garbage.runs import MANIFEST_FILE, MODEL_FILE
 from lit_garbage.training.config_files import config_chain
 
@@ -63,7 +64,8 @@ INT8_FILE = "int8.json"
 INT8_DIR = "export-int8"
 DEFAULT_OUT = "runs/cv"  # under the checkout (git-ignored)
 DEFAULT_K = 5
-EXPORT_PACKAGE = CHECKOUT / "lit_garbage" / "export"
+# The code an int8 file comes from: the export chain and the int8 package (ranges, float prefix, weight grid).
+INT8_CODE = (CHECKOUT / "lit_garbage" / "export", CHECKOUT / "lit_garbage" / "int8")
 # Named as `python -m references.ablate` names its first and last rows: the same runs serve both tables.
 DEFAULT_RECIPES = (("seed.yaml", ("--config", str(CONFIGS / "seed.yaml"))),
                    ("improved.yaml", ("--config", str(CONFIGS / "improved.yaml"))))
@@ -258,10 +260,10 @@ def fit_and_score(run: CVRun, int8: bool = False) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ int8
 
 def int8_method() -> str:
-    """A fingerprint of today's export code: int8 scores made by other code are stale."""
+    """A fingerprint of today's int8 export code (`INT8_CODE`): int8 scores made by other code are stale."""
     h = hashlib.sha256()
-    for path in sorted(EXPORT_PACKAGE.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(p for folder in INT8_CODE for p in folder.glob("*.py")):
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -274,7 +276,7 @@ def score_int8(run: CVRun) -> dict[str, Any]:
     if rc != 0:
         raise RuntimeError(f"int8 export of {run.run_dir} failed (exit {rc}); see {run.run_dir / 'export-int8.log'}")
     result = {"method": int8_method(), "export_wall_s": wall, "export_cpu_s": cpu,
-              **score_model(out / "model_int8.tflite", run, run.run_dir / "eval-int8")}
+              **score_model(out / FORMATS["tflite_int8"].file, run, run.run_dir / "eval-int8")}
     result = with_agreement(run.run_dir, result)
     (run.run_dir / INT8_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -118,7 +118,7 @@ def tiny_onnx_export(folder: Path, class_names: list[str], image_size: int, chec
     from onnx import TensorProto, helper, numpy_helper
 
     from lit_garbage.artifacts import build_metadata, write_metadata
-    from lit_garbage.data.manifest import file_hash
+    from lit_garbage.files import sha256_file
 
     folder.mkdir(parents=True)
     n = len(class_names)
@@ -135,7 +135,7 @@ def tiny_onnx_export(folder: Path, class_names: list[str], image_size: int, chec
     onnx.save(model, str(folder / "model.onnx"))
     # As exports made before metadata.json recorded the dataset root: the root comes from the checkpoint it names.
     meta = build_metadata(class_names=class_names, image_size=image_size, normalisation={"mean": [0] * 3, "std": [1] * 3},
-                          formats=["onnx"], checkpoint=checkpoint, checkpoint_sha256=file_hash(checkpoint),
+                          formats=["onnx"], checkpoint=checkpoint, checkpoint_sha256=sha256_file(checkpoint),
                           manifest=manifest,
                           manifest_sha256=None, training=None, calibration=None, backbone="tiny")
     write_metadata(folder, meta)

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lit_garbage"
 LAB = REPO / "references"
 # Stages in the order of a model's life; a module may import its own stage and the ones before it.
-STAGES = ["", "data", "models", "training", "inference", "export", "evaluation", "serve", "audit", "commands",
-          "references"]
+STAGES = ["", "data", "models", "training", "int8", "inference", "export", "evaluation", "serve", "audit",
+          "commands", "references"]
 ROOTS = ("lit_garbage", "references")
 ENTRY_POINTS = {"lit_garbage.__main__": "commands"}  # `python -m lit_garbage` is the command
 
@@ -120,3 +120,21 @@ def test_the_lab_is_outside_the_package_and_seen_by_the_checker():
     graph = _graph()
     assert "references.cv_tables" in graph["references.cv"]
     assert _stage("references.cv") == "references"
+
+
+def test_the_format_rows_name_code_their_users_may_import():
+    """`lit_garbage.formats` names each runtime's code as "module:attribute", imported where it is used: the
+    backend by inference, the facts writer by export, the facts reader by `artifacts` (the package's top)."""
+    from lit_garbage.formats import RUNTIMES
+
+    modules = _modules()
+    users = {"backend": "inference", "writer": "export", "reader": ""}
+    for runtime in RUNTIMES.values():
+        for role, user in users.items():
+            name = getattr(runtime, role)
+            if name is None:
+                continue
+            module = name.partition(":")[0]
+            assert module in modules, f"{runtime.kind} {role}: {name} names no module of the project"
+            assert STAGES.index(_stage(module)) <= STAGES.index(user), \
+                f"{runtime.kind} {role}: {name} lies on a later floor than its user ({user or 'top'})"

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"formats to export: {' '.join(ALL_FORMATS)} (default: all but int16x8)")
     p.add_argument("--calib-images", type=int, default=100,
                    help="training-split images used to calibrate int8 (default: 100)")
-    from lit_garbage.export.int8_ranges import (
+    from lit_garbage.int8.ranges import (
         DEFAULT_FLOAT_CLASSIFIER,
         DEFAULT_FLOAT_CONVOLUTIONS,
         DEFAULT_RANGES,

@@ -28,7 +28,7 @@ For an int8 file that answers as the trained model does, export the trained chec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lit_garbage.training.int8_finetune import (
+    from lit_garbage.int8.finetune import (
         DEFAULT_ACTIVATIONS,
         DEFAULT_BACKBONE_LR_SCALE,
         DEFAULT_EPOCHS,
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if broken:
         return 2
-    from lit_garbage.training.int8_finetune import int8_finetune
+    from lit_garbage.int8.finetune import int8_finetune
 
     try:
         int8_finetune(args.model, args.out, epochs=args.epochs, lr=args.lr, backbone_lr_scale=args.backbone_lr_scale,

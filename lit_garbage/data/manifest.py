@@ -25,7 +25,6 @@ differ; a file whose content changed since the scan is reported by name and left
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import stat
@@ -41,7 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from lit_garbage.checks import Rule, positive
 from lit_garbage.artifacts import name_problem
 from lit_garbage.data.images import IMAGE_EXTENSIONS, shown
-from lit_garbage.files import replaced_atomically
+from lit_garbage.files import replaced_atomically, sha256_file
 from lit_garbage.runs import DUPLICATES_FILE, MANIFEST_FILE, SKIPPED_FILE
 
 SPLITS = ("train", "val", "test")
@@ -175,11 +174,6 @@ def _write_csv_atomic(path: Path, header, rows) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- layout
@@ -701,8 +695,3 @@ def check_files(root: str | Path, records) -> FileCheck:
             if digest != r.sha256:
                 found.changed[r.path] = "same size, other content: its sha256 differs"
     return found
-
-
-def file_hash(path: str | Path) -> str:
-    """Content hash of a whole file (manifests, checkpoints) for export metadata."""
-    return sha256_file(Path(path))

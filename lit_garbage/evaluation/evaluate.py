@@ -37,11 +37,11 @@ from lit_garbage.data.manifest import (
     Manifest,
     Record,
     check_files,
-    file_hash,
     scan_image_folder,
 )
 from lit_garbage.evaluation import seed_reference
-from lit_garbage.runs import EVAL_DIR, find_run_data
+from lit_garbage.files import sha256_file
+from lit_garbage.runs import EVAL_DIR, find_model_data, missing_manifest
 
 WORST_COUNT = 12
 ALL_SPLIT = "all"
@@ -65,31 +65,6 @@ class RunDataset:
 # ---------------------------------------------------------------- finding the run's data
 
 
-def _datamodule_of_export_checkpoint(path: Path, expected_sha256: str | None, warnings: list[str]) -> dict | None:
-    """The data module hyper-parameters of the checkpoint beside an export made before exports recorded their
-    dataset root (None: not used). Read only when it is the checkpoint the export was made from (metadata.json's
-    sha256), and then with `weights_only=True`: a checkpoint holding Python objects is refused, with a warning."""
-    if not expected_sha256 or file_hash(path) != expected_sha256:
-        warnings.append(f"{path} is not the checkpoint this export was made from (its sha256 differs from "
-                        "metadata.json's): not read")
-        return None
-    try:  # without torch (the lite install) the run's dataset root must be given: --data.root
-        import torch  # noqa: F401
-    except ImportError:
-        return None
-    from lit_garbage.safe_loading import UnsafeFileError, load_torch_file
-
-    try:
-        ckpt = load_torch_file(path)
-    except UnsafeFileError as err:
-        warnings.append(f"{err}; not read to find the run's data")
-        return None
-    except Exception:  # noqa: BLE001 - damaged: no dataset root from it
-        return None
-    dm = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
-    return dm if isinstance(dm, dict) else None
-
-
 def _folder_manifest(root: Path) -> Manifest:
     class_names, samples, _skipped = scan_image_folder(root)  # unreadable files are left out
     records = tuple(Record(p.relative_to(root).as_posix(), label, ALL_SPLIT, probe.bytes, probe.sha256)
@@ -99,20 +74,15 @@ def _folder_manifest(root: Path) -> Manifest:
 
 def resolve_data(backend, model_path: str | Path, data_root: str | Path | None = None,
                  manifest: str | Path | None = None, whole_folder: bool = False) -> RunDataset:
-    """Dataset root + split manifest for a loaded model (`lit_garbage.runs.find_run_data` finds them)."""
-    from lit_garbage.artifacts import locate_metadata
-
+    """Dataset root + split manifest for a loaded model (`lit_garbage.runs.find_model_data` finds them)."""
     model_path = Path(model_path)
     warnings: list[str] = []
+    checkpoint = None
     if backend.kind == "torch" and model_path.suffix.lower() != ".safetensors":  # a checkpoint
-        dm = (getattr(backend, "checkpoint", None) or {}).get("datamodule_hyper_parameters") or {}
-        found = find_run_data(model_path, checkpoint=True, datamodule=dm, data_root=data_root, manifest=manifest)
-    else:
-        export = locate_metadata(model_path)
-        expected = ((export[0].get("checkpoint") or {}).get("sha256") if export else None)
-        found = find_run_data(model_path, export=export, data_root=data_root, manifest=manifest,
-                              read_datamodule=lambda p: _datamodule_of_export_checkpoint(p, expected, warnings))
-    root, run_dir, candidates, expected_sha = found.root, found.run_dir, found.looked_at, found.expected_manifest_sha256
+        checkpoint = getattr(backend, "checkpoint", None) or {}
+    found = find_model_data(model_path, checkpoint=checkpoint, data_root=data_root, manifest=manifest,
+                            warnings=warnings)
+    root, run_dir, expected_sha = found.root, found.run_dir, found.expected_manifest_sha256
     if whole_folder:
         if root is None or not root.is_dir():
             raise DataError(f"--split all needs a dataset folder: pass --data.root ROOT (got {root})")
@@ -122,14 +92,13 @@ def resolve_data(backend, model_path: str | Path, data_root: str | Path | None =
         if root is not None and root.is_dir() and data_root:
             warnings.append(f"the model carries no split manifest: evaluating every image under {root}")
             return RunDataset(root, _folder_manifest(root), None, f"every image under {root}", warnings, run_dir)
-        looked = ", ".join(map(str, candidates)) or "nowhere: the model names no manifest"
-        raise DataError(f"no split manifest for {model_path} (looked at {looked}); pass --data.root ROOT "
+        raise DataError(f"{missing_manifest(model_path, found)}; pass --data.root ROOT "
                         "(a folder of class folders) to evaluate every image in it, or --data.manifest SPLIT.csv"
                         + "".join(f"; {w}" for w in warnings))
     if root is None or not root.is_dir():
         raise DataError(f"the run's dataset root '{root or '?'}' is not a folder; pass --data.root ROOT "
                         "(the dataset the run was trained on)" + "".join(f"; {w}" for w in warnings))
-    if expected_sha and file_hash(manifest_path) != expected_sha:
+    if expected_sha and sha256_file(manifest_path) != expected_sha:
         warnings.append(f"{manifest_path} differs from the manifest the export was made with (sha256 mismatch)")
     try:
         parsed = Manifest.read(manifest_path)

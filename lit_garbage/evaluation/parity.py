@@ -1,7 +1,7 @@
 """Format parity: every file of an export scored on the same photos, one table.
 
-For each format present in the export folder (the torch weights `model.safetensors` first, then the formats of
-`artifacts.FORMATS`), `evaluate` runs the split through that format's own runtime; the table gives accuracy, macro
+For each format present in the export folder (the rows of `lit_garbage.formats`: the torch weights
+`model.safetensors` first, then every converted file), `evaluate` runs the split through that format's own runtime; the table gives accuracy, macro
 F1, top-1 agreement with torch on the same photos, latency (one image at a time, the backend's own
 preprocessing excluded) and size. MediaPipe's `ImageClassifier` opens the int8 file alone (its embedded labels and
 normalisation) and classifies the photos itself (its own resize): the row a phone app would see.
@@ -16,20 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from lit_garbage.artifacts import FORMATS
+from lit_garbage.formats import FORMATS
 
-TORCH_FILE = "model.safetensors"
 MEDIAPIPE_FORMAT = "tflite_int8"
 LATENCY_IMAGES = 50
 
 
 def format_files(export: Path) -> list[tuple[str, Path]]:
     """(format, path) of every model file present in an export folder, torch first."""
-    found = [("torch", export / TORCH_FILE)] if (export / TORCH_FILE).is_file() else []
-    for fmt, spec in FORMATS.items():
-        if spec["file"] and (export / spec["file"]).exists():
-            found.append((fmt, export / spec["file"]))
-    return found
+    return [(fmt, export / row.file) for fmt, row in FORMATS.items() if (export / row.file).exists()]
 
 
 def size_bytes(path: Path) -> int:
@@ -118,9 +113,9 @@ def format_parity(export: str | Path, split: str = "test", data_root: str | Path
         rows.append(_row(fmt, path, result.paths, result.y_true, result.y_pred, result.class_names, reference,
                          _latency_ms(backend, result.paths)))
         last = (ev, result)
-    if mediapipe and (export / FORMATS[MEDIAPIPE_FORMAT]["file"]).is_file() and last is not None:
+    if mediapipe and (export / FORMATS[MEDIAPIPE_FORMAT].file).is_file() and last is not None:
         ev, result = last
-        rows.append(mediapipe_row(export / FORMATS[MEDIAPIPE_FORMAT]["file"], result.paths, result.y_true,
+        rows.append(mediapipe_row(export / FORMATS[MEDIAPIPE_FORMAT].file, result.paths, result.y_true,
                                   result.class_names, reference))
     table = {"export": str(export), "split": split, "data": str(last[0].data.source) if last else None,
              "rows": rows}

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lit_garbage.artifacts import FactsError, build_metadata, check_facts, embedded_facts, write_metadata
-from lit_garbage.data.manifest import file_hash
-from lit_garbage.files import low_space
+from lit_garbage.files import low_space, sha256_file
+from lit_garbage.formats import DEFAULT_FORMATS, FORMAT_FILES, FORMATS, REQUIRES
 from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
@@ -31,30 +31,16 @@ from lit_garbage.inference.backends import TorchBackend, load_classifier, torch_
 from lit_garbage.runs import RESULTS_FILE, default_export_dir, remember_export, run_dir_of
 from lit_garbage.training.checkpoints import save_safetensors
 
-# User-facing format names -> the files they produce (metadata.FORMATS keys).
-FORMAT_FILES = {
-    "onnx": ("onnx",),
-    "saved_model": ("saved_model",),
-    "tflite": ("tflite_float32", "tflite_float16"),
-    "int8": ("tflite_int8",),
-    "int16x8": ("tflite_int16x8",),
-    "tfjs": ("tfjs",),
-}
+# The `--formats` names and what they build on: the rows of `lit_garbage.formats`.
 ALL_FORMATS = tuple(FORMAT_FILES)
-# int16x8 only when asked for: LiteRT runs it on reference kernels on CPU, about 30x float32's latency
-# (docs/results/2026-12-03-int8.md).
-DEFAULT_FORMATS = tuple(f for f in ALL_FORMATS if f != "int16x8")
-REQUIRES = {"onnx": (), "saved_model": ("onnx",), "tflite": ("saved_model",), "int8": ("saved_model",),
-            "int16x8": ("saved_model",), "tfjs": ("saved_model",)}
 MARKER = ".lit-garbage-export"  # identifies a folder this tool may replace
-WEIGHTS_FILE = "model.safetensors"  # every export's weights, shareable without a pickle
+WEIGHTS_FILE = FORMATS["torch"].file  # every export's weights, shareable without a pickle
 # Every name an export writes at its top level: a re-export replaces these and nothing else.
+EXPORT_NAMES = frozenset({MARKER, "metadata.json", "labels.txt", "verify.md", "verify.json",
+                          *(Path(row.file).parts[0] for row in FORMATS.values())})
 # Free space an export needs where it writes and in the temporary folder (a MobileNetV2 export is ~60 MB,
 # the converters' temporary files about as much again).
 EXPORT_SPACE = 256 * 2**20
-EXPORT_NAMES = frozenset({MARKER, WEIGHTS_FILE, "metadata.json", "labels.txt", "verify.md", "verify.json",
-                          "model.onnx", "saved_model", "tfjs", "model_float32.tflite", "model_float16.tflite",
-                          "model_int8.tflite", "model_int16x8.tflite"})
 
 
 class ExportError(RuntimeError):
@@ -113,7 +99,7 @@ class Exporter:
             if problem:  # found out now, not after minutes of conversion
                 raise ExportError(problem)
         self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
-        from lit_garbage.export.int8_ranges import (
+        from lit_garbage.int8.ranges import (
             DEFAULT_FLOAT_CLASSIFIER,
             DEFAULT_FLOAT_CONVOLUTIONS,
             DEFAULT_RANGES,
@@ -234,7 +220,7 @@ class Exporter:
     def weights_on_int8_grid(self) -> bool:
         """Whether the checkpoint's weights are exactly representable in int8 (an `int8-finetune` checkpoint):
         otherwise int8 and int16x8 round them, which is what loses their answers on real models."""
-        from lit_garbage.training.int8_grid import max_grid_error
+        from lit_garbage.int8.grid import max_grid_error
 
         return max_grid_error(self.module.net) < 1e-3
 
@@ -269,26 +255,30 @@ class Exporter:
         except SampleError as err:
             raise ExportError(str(err)) from None
 
+    def _file(self, key: str) -> Path:
+        """Where the format `key` (a `lit_garbage.formats` row) is written in the export being made."""
+        return self.work / FORMATS[key].file
+
     def export_onnx(self) -> None:
         from lit_garbage.export.onnx import export_onnx
 
         # Its metadata is written with every other file's in the metadata step (one schema).
-        export_onnx(self.module.net, self.image_size, self.work / "model.onnx")
+        export_onnx(self.module.net, self.image_size, self._file("onnx"))
 
     def export_saved_model(self) -> None:
         from lit_garbage.export.tensorflow import onnx2tf_options, onnx_to_saved_model
 
         # Extra onnx2tf options some backbones' ops need (none for MobileNetV2), chosen from the graph.
-        self.onnx2tf_options = onnx2tf_options(self.work / "model.onnx")
+        self.onnx2tf_options = onnx2tf_options(self._file("onnx"))
         if self.onnx2tf_options:
             self.log(f"  onnx2tf options for this graph: {self.onnx2tf_options}")
         # onnx2tf's own check data (normally downloaded): 20 real training images at 128 px, NHWC.
         sample, _ = self._images("train", 20, 128)
-        files = onnx_to_saved_model(self.work / "model.onnx", self.work / "saved_model",
+        files = onnx_to_saved_model(self._file("onnx"), self._file("saved_model"),
                                     sample.transpose(0, 2, 3, 1), verbose=self.verbose,
                                     options=self.onnx2tf_options)
         for key in ("float32", "float16"):  # onnx2tf writes them inside the SavedModel folder
-            target = self.work / f"model_{key}.tflite"
+            target = self._file(f"tflite_{key}")
             if "tflite" in self.formats:
                 shutil.move(files[key], target)
             else:
@@ -297,8 +287,8 @@ class Exporter:
     def export_tflite(self) -> None:
         """float32 / float16 TFLite come out of the SavedModel conversion; check they are there."""
         for key in ("float32", "float16"):
-            if not (self.work / f"model_{key}.tflite").is_file():
-                raise ExportError(f"onnx2tf did not write model_{key}.tflite")
+            if not self._file(f"tflite_{key}").is_file():
+                raise ExportError(f"onnx2tf did not write {FORMATS[f'tflite_{key}'].file}")
 
     def _calibration_nhwc(self) -> np.ndarray:
         """The training images both integer formats are calibrated on (read once), NHWC."""
@@ -318,7 +308,7 @@ class Exporter:
         floats = f", first {self.int8_float_convolutions} convolutions float" if self.int8_float_convolutions else ""
         floats += ", classifier output float" if self.int8_float_classifier else ""
         self.log(f"  calibrating int8 on {len(calib)} training images ({self.int8_ranges} ranges{floats})")
-        quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib, ranges=self.int8_ranges,
+        quantize_int8(self._file("saved_model"), self._file("tflite_int8"), calib, ranges=self.int8_ranges,
                       float_convolutions=self.int8_float_convolutions, float_classifier=self.int8_float_classifier)
 
     def export_int16x8(self) -> None:
@@ -326,12 +316,12 @@ class Exporter:
 
         calib = self._calibration_nhwc()
         self.log(f"  calibrating int16x8 on {len(calib)} training images")
-        quantize_int16x8(self.work / "saved_model", self.work / "model_int16x8.tflite", calib)
+        quantize_int16x8(self._file("saved_model"), self._file("tflite_int16x8"), calib)
 
     def export_tfjs(self) -> None:
         from lit_garbage.export.tfjs import saved_model_to_tfjs
 
-        saved_model_to_tfjs(self.work / "saved_model", self.work / "tfjs", verbose=self.verbose)
+        saved_model_to_tfjs(self._file("saved_model"), self._file("tfjs").parent, verbose=self.verbose)
 
     def write_metadata(self) -> None:
         import json
@@ -344,20 +334,20 @@ class Exporter:
                                                     "test_loss", "test_acc") if k in results}
         try:
             manifest_path, dataset_root = self.data.manifest_path, self.data.root
-            manifest_sha = file_hash(manifest_path)
+            manifest_sha = sha256_file(manifest_path)
         except ExportError:
             manifest_path = manifest_sha = dataset_root = None
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         meta = build_metadata(
             class_names=self.class_names, image_size=self.image_size, normalisation=self.module.normalisation,
-            formats=files, checkpoint=self.ckpt, checkpoint_sha256=file_hash(self.ckpt),
+            formats=files, checkpoint=self.ckpt, checkpoint_sha256=sha256_file(self.ckpt),
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
             onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
             version=self.model_version, dataset_root=dataset_root, export_dir=self.out)
         # The weights without a pickle: safetensors, with what rebuilds the model in its header.
         weights = save_safetensors(self.module, self.work / WEIGHTS_FILE, embedded_facts(meta))
-        meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": file_hash(weights),
+        meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_file(weights),
                            "holds": "the GarbageClassifier's state_dict entries under net.* (float32), and in its "
                                     "header the hyper-parameters that rebuild it"}
         write_metadata(self.work, meta)

@@ -41,14 +41,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import (
-    FACTS_FILE,
-    FACTS_KEY,
-    FORMATS,
-    LABELS_FILE,
-    labels_text,
-)
+from lit_garbage.artifacts import FACTS_FILE, FACTS_KEY, LABELS_FILE, labels_text
 from lit_garbage.files import replaced_atomically
+from lit_garbage.formats import FORMATS, implementation
 
 TFLITE_SUPPORT_PIP = "pip install --no-deps tflite-support==0.4.4"
 _WRITERS = "tensorflow_lite_support.metadata.python.metadata_writers"
@@ -281,22 +276,11 @@ def _replace(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------- every file of an export
 
 
-_WRITERS_BY_FORMAT = {
-    "onnx": ("metadata_props", write_onnx_metadata),
-    "saved_model": ("assets.extra/", write_saved_model_metadata),
-    "tflite_float32": ("TFLite Metadata", write_tflite_metadata),
-    "tflite_float16": ("TFLite Metadata", write_tflite_metadata),
-    "tflite_int8": ("TFLite Metadata", write_tflite_metadata),
-    "tflite_int16x8": ("TFLite Metadata", write_tflite_metadata),
-    "tfjs": ("userDefinedMetadata", write_tfjs_metadata),
-}
-
-
 @dataclass
 class Embedded:
     """What one model file received."""
 
-    name: str            # artifacts.FORMATS key
+    name: str            # lit_garbage.formats.FORMATS key
     file: str            # relative to the export folder
     where: str           # the place in that format ("" when not written)
     bytes_added: int = 0
@@ -310,14 +294,14 @@ def embed_facts(export_dir: str | Path, facts: Mapping[str, Any], formats: Seque
     export_dir = Path(export_dir)
     done = []
     for name in formats:
-        where, write = _WRITERS_BY_FORMAT[name]
-        rel = FORMATS[name]["file"]
-        if name.startswith("tflite") and not tflite:
+        row = FORMATS[name]
+        rel, where, kind = row.file, row.runtime.facts_place, row.runtime.kind
+        if kind == "tflite" and not tflite:
             done.append(Embedded(name, rel, "", note="NO metadata (--no-tflite-metadata): MediaPipe / LiteRT Task "
                                                      "Library cannot load it; alone it predicts class_0..class_N"))
             continue
-        result = write(export_dir / rel, facts)
+        result = implementation(row.runtime.writer)(export_dir / rel, facts)
         note = "LiteRT outputs bitwise unchanged on {} random images".format(PROBE_INPUTS) \
-            if name.startswith("tflite") else ("nodes and weights unchanged" if name == "onnx" else "")
+            if kind == "tflite" else ("nodes and weights unchanged" if kind == "onnx" else "")
         done.append(Embedded(name, rel, where, result["bytes_added"], note))
     return done

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_garbage.artifacts import FORMATS
+from lit_garbage.formats import FORMATS
 
-ONNX_FILE = FORMATS["onnx"]["file"]  # the fp16 reference is built from it
+ONNX_FILE = FORMATS["onnx"].file  # the fp16 reference is built from it
 
 # ---------------------------------------------------------------- thresholds and where they come from
 
@@ -70,10 +70,13 @@ MEASURED = {
                         "from scratch",
 }
 
-FLOAT32 = ("onnx", "saved_model", "tflite_float32", "tfjs")
-FLOAT16 = ("tflite_float16",)
-INT8 = ("tflite_int8",)
-INT16X8 = ("tflite_int16x8",)
+
+def judged_as(criterion: str) -> tuple[str, ...]:
+    """The format keys whose rows (`lit_garbage.formats`) name `criterion`."""
+    return tuple(key for key, row in FORMATS.items() if row.criterion == criterion)
+
+
+FLOAT32, FLOAT16, INT8, INT16X8 = (judged_as(c) for c in ("fp32", "fp16", "int8", "int16x8"))
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ REFERENCE_LABELS = {"torch": "torch", "onnx_fp16": "model.onnx, weights rounded 
 
 
 def criteria(int8_agreement: float = INT8_AGREEMENT) -> dict[str, Criterion]:
-    """The criterion of every file kind."""
+    """The criterion of every exported format, by the name its row gives."""
     fp32 = Criterion("torch", FP32_MAX_ABS_DIFF, near_tie_margin=2 * FP32_MAX_ABS_DIFF,
                      why=f"Float32 computation in another runtime: measured {MEASURED['fp32_vs_torch']}")
     fp16 = Criterion("onnx_fp16", FP16_MAX_ABS_DIFF, near_tie_margin=2 * FP16_MAX_ABS_DIFF,
@@ -135,8 +138,8 @@ def criteria(int8_agreement: float = INT8_AGREEMENT) -> dict[str, Criterion]:
                          "(the threshold set by the exporter)")
     int16x8 = Criterion("torch", INT16X8_MAX_ABS_DIFF, near_tie_margin=2 * INT16X8_MAX_ABS_DIFF,
                         why=f"int16 activations keep float's answers: measured {MEASURED['int16x8_vs_torch']}")
-    return {**{n: fp32 for n in FLOAT32}, **{n: fp16 for n in FLOAT16}, **{n: int8 for n in INT8},
-            **{n: int16x8 for n in INT16X8}}
+    by_name = {"fp32": fp32, "fp16": fp16, "int8": int8, "int16x8": int16x8}
+    return {key: by_name[row.criterion] for key, row in FORMATS.items() if row.criterion}
 
 
 def int8_allowed_disagreements(images: int, agreement: float) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from lit_garbage.data.images import load_rgb, model_input, shown
 from lit_garbage.data.manifest import DatasetError, Manifest, Record, check_files
-from lit_garbage.runs import find_run_data
+from lit_garbage.runs import find_model_data, missing_manifest
 
 
 class SampleError(RuntimeError):
@@ -57,16 +57,14 @@ class RunData:
 
 def run_data(checkpoint: Mapping[str, Any], ckpt_path: Path, data_root: str | Path | None = None,
              manifest: str | Path | None = None) -> RunData:
-    """Dataset root + split manifest of the run that produced a checkpoint (`lit_garbage.runs.find_run_data`).
+    """Dataset root + split manifest of the run that produced a checkpoint (`lit_garbage.runs.find_model_data`).
 
     Taken from the checkpoint's datamodule hyper-parameters; `data_root` / `manifest` override them
     (e.g. when the dataset moved). A relative manifest path is also looked up beside the checkpoint.
     """
-    found = find_run_data(ckpt_path, checkpoint=True, datamodule=checkpoint.get("datamodule_hyper_parameters") or {},
-                          data_root=data_root, manifest=manifest)
+    found = find_model_data(ckpt_path, checkpoint=checkpoint, data_root=data_root, manifest=manifest)
     if found.manifest is None:
-        raise SampleError(f"no split manifest for {ckpt_path} (looked at {', '.join(map(str, found.looked_at))}); "
-                          "pass --data.manifest PATH (the run's split.csv)")
+        raise SampleError(f"{missing_manifest(ckpt_path, found)}; pass --data.manifest PATH (the run's split.csv)")
     root = found.root or Path("")
     if not str(root) or not root.is_dir():
         raise SampleError(f"the run's dataset root '{root}' is not a folder; pass --data.root PATH "

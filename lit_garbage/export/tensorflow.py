@@ -39,7 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lit_garbage.export.int8_ranges import DEFAULT_RANGES
+from lit_garbage.int8.ranges import DEFAULT_RANGES
 
 SIGNATURE = "serving_default"
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -284,8 +284,9 @@ def onnx_to_saved_model(onnx_path: str | Path, out_dir: str | Path, sample_image
                                       "run with --verbose for its log") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    files = {"saved_model": out_dir, "float32": out_dir / "model_float32.tflite",
-             "float16": out_dir / "model_float16.tflite"}
+    # onnx2tf names its TFLite files after the ONNX file it converts (model.onnx -> model_float32.tflite).
+    files = {"saved_model": out_dir, "float32": out_dir / f"{onnx_path.stem}_float32.tflite",
+             "float16": out_dir / f"{onnx_path.stem}_float16.tflite"}
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing or not (out_dir / "saved_model.pb").is_file():
         raise ConversionError(f"onnx2tf finished without writing {', '.join(missing) or 'saved_model.pb'}")
@@ -319,7 +320,7 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
     (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`.
 
-    `ranges`: how each activation's int8 range is chosen (`lit_garbage.export.int8_ranges`): `minmax`, the
+    `ranges`: how each activation's int8 range is chosen (`lit_garbage.int8.ranges`): `minmax`, the
     calibrator's min / max (the converter in one step); `mse` / `mse-signed`, the range of least squared error of
     every op output / of those taking negative values, written between the converter's calibration and its
     quantisation step. `float_convolutions`: the graph stays float32 up to its N-th convolution (the input
@@ -328,7 +329,7 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
     layer and the softmax stay float32 too (int8 probabilities sit on 256 levels, where near ties collapse)."""
     import tensorflow as tf
 
-    from lit_garbage.export import int8_ranges
+    from lit_garbage.int8 import ranges as int8_ranges
 
     if ranges not in int8_ranges.RANGE_CHOICES:
         raise ConversionError(f"unknown int8 ranges '{ranges}'; choose from {', '.join(int8_ranges.RANGE_CHOICES)}")

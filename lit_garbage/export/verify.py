@@ -20,9 +20,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import FORMATS, read_facts, without_local_paths
+from lit_garbage.artifacts import read_facts, without_local_paths
 from lit_garbage.export import references
 from lit_garbage.export.references import INT8_AGREEMENT, REFERENCE_LABELS, Criterion
+from lit_garbage.formats import FORMATS
 from lit_garbage.inference.backends import (
     Backend,
     BackendUnavailableError,
@@ -33,10 +34,10 @@ from lit_garbage.inference.backends import (
 VERIFY_JSON = "verify.json"
 VERIFY_MD = "verify.md"
 
-LABELS = {"torch": "torch (reference)", "onnx": "ONNX (onnxruntime)", "saved_model": "SavedModel (TensorFlow)",
-          "tflite_float32": "TFLite float32 (LiteRT)", "tflite_float16": "TFLite float16 (LiteRT)",
-          "tflite_int8": "TFLite int8 (LiteRT)", "tflite_int16x8": "TFLite int16x8 (LiteRT)",
-          "tfjs": "TFJS (Node, wasm)"}
+
+def label(name: str) -> str:
+    """A format's name in verify.md (its row's label)."""
+    return FORMATS[name].label if name in FORMATS else name
 
 
 @dataclass
@@ -110,7 +111,7 @@ class VerifyReport:
         for r in self.results:
             crit = self.criteria.get(r.name)
             agree = None if r.top1_agreement is None else 100 * r.top1_agreement
-            lines.append(f"| {LABELS.get(r.name, r.name)} | {r.status.upper()} | "
+            lines.append(f"| {label(r.name)} | {r.status.upper()} | "
                          f"{REFERENCE_LABELS.get(r.reference, r.reference) if crit else '-'} | "
                          f"{fmt(r.max_abs_diff, '.2e')} | {fmt(agree, '.1f')}{'' if agree is None else ' %'} | "
                          f"{r.near_ties if crit and r.top1_agreement is not None else '-'} | "
@@ -121,7 +122,7 @@ class VerifyReport:
         lines += ["## What each file is compared with, and why", ""]
         groups: dict[Criterion, list[str]] = {}
         for n in self._verified():
-            groups.setdefault(self.criteria[n], []).append(LABELS.get(n, n))
+            groups.setdefault(self.criteria[n], []).append(label(n))
         for crit, names in groups.items():
             lines.append(f"- {', '.join(names)}: against {REFERENCE_LABELS[crit.reference]}; {crit.describe()}. "
                          f"{crit.why}.")
@@ -248,7 +249,7 @@ def verify_export(export_dir: str | Path, reference: Backend, images: np.ndarray
     criteria = references.criteria(int8_agreement)
     results = [BackendResult("torch", str(reference.path), "pass", 0.0, 1.0, ref_ms)]
     for name in formats:
-        rel = FORMATS[name]["file"]
+        rel = FORMATS[name].file
         crit = criteria[name]
         result = BackendResult(name, rel, "error", thresholds=crit.limits(), reference=crit.reference)
         try:

@@ -4,9 +4,10 @@
     probs = backend.predict(images)          # images: float32 NCHW RGB in [0, 1], shape (N, 3, S, S)
     backend.class_names, backend.image_size  # from the checkpoint, the export's metadata.json or the file itself
 
-The kind is chosen from the path: a Lightning `.ckpt` or an export's `model.safetensors` (torch), `.onnx`
-(onnxruntime), a SavedModel folder (TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS
-graph model (`model.json` or its folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`).
+The kind is chosen from the path (the runtimes of `lit_garbage.formats`, which also name each kind's backend
+class): a Lightning `.ckpt` or an export's `model.safetensors` (torch), `.onnx` (onnxruntime), a SavedModel folder
+(TensorFlow), `.tflite` (LiteRT's `ai_edge_litert` interpreter) or a TFJS graph model (`model.json` or its
+folder; run in Node with the wasm backend by `tfjs/tfjs_predict.mjs`).
 Every backend takes the same NCHW input, so callers never deal with layouts; NHWC formats are transposed inside.
 
 Class names and image size: a checkpoint holds them; an exported file takes them from the export's
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lit_garbage.artifacts import MAX_CLASSES, FactsError, check_facts, locate_metadata, read_facts
+from lit_garbage.formats import RUNTIMES, implementation, runtime_of
 from lit_garbage.inference import node_runtime
 from lit_garbage.safe_loading import (
     EXPORT_OPS,
@@ -44,7 +46,7 @@ from lit_garbage.safe_loading import (
     load_torch_file,
 )
 
-KINDS = ("torch", "onnx", "saved_model", "tflite", "tfjs")
+KINDS = tuple(RUNTIMES)  # torch, onnx, saved_model, tflite, tfjs: the runtimes of `lit_garbage.formats`
 
 
 class ModelFileError(ValueError):
@@ -478,29 +480,13 @@ def detect_kind(path: str | Path) -> str:
         raise ModelFileError(f"model file not found: {path}")
     if not path.is_dir() and not path.is_file():  # a runtime opening a FIFO waits forever, /dev/zero never ends
         raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
+    runtime = runtime_of(path)
+    if runtime is not None:
+        return runtime.kind
     if path.is_dir():
-        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
-            return "saved_model"
-        if (path / "model.json").is_file():
-            return "tfjs"
         raise ModelFileError(f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a TFJS model (model.json)")
-    suffix = path.suffix.lower()
-    if suffix in (".ckpt", ".pt", ".pth", ".safetensors"):
-        return "torch"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".tflite":
-        return "tflite"
-    if suffix == ".json":
-        return "tfjs"
-    if path.name == "saved_model.pb":
-        return "saved_model"
     raise ModelFileError(f"unknown model file type: {path} (expected .ckpt, an export's model.safetensors, .onnx, "
                          ".tflite, a SavedModel folder or a TFJS model.json)")
-
-
-_BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "saved_model": SavedModelBackend,
-             "tflite": TFLiteBackend, "tfjs": TFJSBackend}
 
 
 class FlipTTA(Backend):
@@ -531,13 +517,14 @@ def load_backend(path: str | Path, kind: str | None = None, threads: int | None 
     in `FlipTTA`."""
     path = Path(path)
     kind = kind or detect_kind(path)
-    if kind not in _BACKENDS:
+    if kind not in RUNTIMES:
         raise ValueError(f"unknown backend kind '{kind}', expected one of {', '.join(KINDS)}")
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
     if not path.is_dir() and not path.is_file():
         raise ModelFileError(f"{path} is not a regular file (a FIFO, device or socket); pass the model file itself")
-    if kind == "saved_model" and path.name == "saved_model.pb":
+    runtime = RUNTIMES[kind]
+    if path.name in runtime.folder_files:  # a SavedModel's saved_model.pb: the model is its folder
         path = path.parent
-    backend = _BACKENDS[kind](path, threads=threads)
+    backend = implementation(runtime.backend)(path, threads=threads)
     return FlipTTA(backend) if tta else backend

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import torch
 
-from lit_garbage.data.manifest import sha256_file
+from lit_garbage.files import sha256_file
 
 @dataclass(frozen=True)
 class TorchvisionFile:

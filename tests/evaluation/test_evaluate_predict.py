@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_garbage.artifacts import FORMATS
 from lit_garbage.commands import evaluate as ev
 from lit_garbage.commands import predict as pr
 from lit_garbage.evaluation import seed_reference
 from lit_garbage.evaluation.figures import confusion_size_px, grid_size_px
+from lit_garbage.formats import FORMATS
 from tests.fixtures_export import CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ FP32 = ["onnx", "saved_model", "tflite_float32", "tfjs"]
 
 
 def _model(tiny_export, name: str) -> Path:
-    return tiny_export["ckpt"] if name == "torch" else tiny_export["out"] / FORMATS[name]["file"]
+    return tiny_export["ckpt"] if name == "torch" else tiny_export["out"] / FORMATS[name].file
 
 
 def _png(path: Path) -> np.ndarray:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
-from lit_garbage.artifacts import FORMATS
 from lit_garbage.commands import parity
+from lit_garbage.formats import FORMATS
 
 
 def test_every_format_is_scored_on_the_same_photos_against_torch(tiny_export, tmp_path, capsys):
     assert parity.main(["--export", str(tiny_export["out"]), "--out", str(tmp_path)]) == 0
     table = json.loads((tmp_path / "parity.json").read_text())
     rows = {r["format"]: r for r in table["rows"]}
-    present = {fmt for fmt, spec in FORMATS.items() if spec["file"] and (tiny_export["out"] / spec["file"]).exists()}
+    present = {fmt for fmt, row in FORMATS.items() if (tiny_export["out"] / row.file).exists()}
     assert set(rows) == {"torch", "mediapipe (int8 file alone)"} | present
     assert {"onnx", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs"} <= present
     torch_row = rows["torch"]

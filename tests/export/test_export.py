@@ -17,10 +17,10 @@ import onnx
 import pytest
 import torch
 
-from lit_garbage.artifacts import FORMATS
+from lit_garbage.formats import FORMATS
 from lit_garbage.commands.export import build_parser as export_parser
 from lit_garbage.commands.export import main as export_main
-from lit_garbage.data.manifest import file_hash
+from lit_garbage.files import sha256_file
 from lit_garbage.export.exporter import DEFAULT_FORMATS, MARKER, Exporter, ExportError, resolve_formats
 from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.references import (
@@ -65,7 +65,7 @@ def _backend_row(verify: dict, name: str) -> dict:
 def test_export_writes_every_format_with_metadata_and_labels(exported):
     out, ckpt = exported["out"], exported["ckpt"]
     for name in ALL_FILES:
-        assert (out / FORMATS[name]["file"]).exists(), name
+        assert (out / FORMATS[name].file).exists(), name
     assert (out / "saved_model" / "saved_model.pb").is_file()
     assert list((out / "tfjs").glob("*.bin")), "TFJS weight shards"
     meta = json.loads((out / "metadata.json").read_text())
@@ -73,8 +73,8 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
     assert (out / "labels.txt").read_text().split() == CLASSES
     assert meta["image_size"] == IMAGE_SIZE
     assert meta["input"]["range"] == [0.0, 1.0]
-    assert meta["checkpoint"]["sha256"] == file_hash(ckpt)
-    assert meta["split_manifest"]["sha256"] == file_hash(exported["run"] / "split.csv")
+    assert meta["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert meta["split_manifest"]["sha256"] == sha256_file(exported["run"] / "split.csv")
     assert meta["training_metrics"]["test_acc"] == pytest.approx(exported["results"]["test_acc"])
     assert meta["int8_calibration"]["split"] == "train" and meta["int8_calibration"]["images"] > 0
     for pkg in ("torch", "onnx", "onnx2tf", "tensorflow", "tensorflowjs"):
@@ -87,9 +87,9 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
 
 
 def test_the_int8_file_is_float_up_to_its_default_convolution_integer_after_and_float_at_the_classifier(exported):
-    from lit_garbage.export.int8_ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
+    from lit_garbage.int8.ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
 
-    ops = op_input_types(exported["out"] / FORMATS["tflite_int8"]["file"])
+    ops = op_input_types(exported["out"] / FORMATS["tflite_int8"].file)
     convs = [dtype for op, dtype in ops if op in CONVOLUTIONS]
     n = DEFAULT_FLOAT_CONVOLUTIONS
     assert 0 < n < len(convs) and convs[:n] == ["FLOAT32"] * n and set(convs[n:]) == {"INT8"}, convs
@@ -159,7 +159,7 @@ def test_load_backend_gives_every_format_the_same_nchw_contract(exported):
     for name, tol in [("onnx", 1e-4), ("saved_model", 1e-4), ("tflite_float32", 1e-4),
                       ("tflite_float16", 1e-2), ("tflite_int8", 0.25), ("tflite_int16x8", INT16X8_MAX_ABS_DIFF),
                       ("tfjs", 1e-4)]:
-        backend = load_backend(out / FORMATS[name]["file"])
+        backend = load_backend(out / FORMATS[name].file)
         assert backend.class_names == CLASSES and backend.image_size == IMAGE_SIZE, name
         probs = backend.predict(images)
         assert probs.shape == (3, len(CLASSES)) and probs.dtype == np.float32, name

@@ -18,7 +18,7 @@ import torch
 from lit_garbage.commands import evaluate as ev
 from lit_garbage.commands import export as ex
 from lit_garbage.commands import predict as pr
-from lit_garbage.data.manifest import file_hash
+from lit_garbage.files import sha256_file
 from tests.forged_files import UNSAFE_GLOBAL, an_image, edit_checkpoint, forge_pickle, ran
 
 
@@ -65,7 +65,7 @@ def test_an_export_carries_its_weights_as_safetensors(exported_run, synthetic_ro
     weights = out / "model.safetensors"
     assert weights.is_file(), f"the export holds {sorted(p.name for p in out.iterdir())}, no model.safetensors"
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["weights"]["file"] == "model.safetensors" and meta["weights"]["sha256"] == file_hash(weights)
+    assert meta["weights"]["file"] == "model.safetensors" and meta["weights"]["sha256"] == sha256_file(weights)
     state = torch.load(exported_run / "model.ckpt", weights_only=True)["state_dict"]
     loaded = load_file(str(weights))
     net = {k: v for k, v in state.items() if k.startswith("net.")}
@@ -107,7 +107,7 @@ def test_an_older_export_reads_the_checkpoint_beside_it_as_data_only(beside, exp
     meta["split_manifest"].pop("dataset_root", None)  # as written before
     if beside.startswith("pickled"):
         forge_pickle(ckpt, ckpt, marker)
-        meta["checkpoint"]["sha256"] = file_hash(ckpt)  # a forged export names its forged checkpoint's hash
+        meta["checkpoint"]["sha256"] = sha256_file(ckpt)  # a forged export names its forged checkpoint's hash
     else:
         edit_checkpoint(ckpt, lambda c: c["datamodule_hyper_parameters"].update(root=str(tmp_path / "elsewhere")))
     meta_file.write_text(json.dumps(meta))

@@ -22,13 +22,7 @@ import pytest
 from mediapipe.tasks.python import BaseOptions, vision
 from tensorflow_lite_support.metadata.python import metadata as tflite_metadata
 
-from lit_garbage.artifacts import (
-    FACTS_FILE,
-    FACTS_KEY,
-    FORMATS,
-    embedded_facts,
-    read_facts,
-)
+from lit_garbage.artifacts import FACTS_FILE, FACTS_KEY, embedded_facts, read_facts
 from lit_garbage.commands import evaluate as ev
 from lit_garbage.commands import predict as pr
 from lit_garbage.commands.export import main as export_main
@@ -36,6 +30,7 @@ from lit_garbage.data.images import load_rgb
 from lit_garbage.data.transforms import resize_uint8
 from lit_garbage.export import exporter as exporter_mod
 from lit_garbage.export import metadata as md
+from lit_garbage.formats import FORMATS
 from lit_garbage.inference.backends import NO_NAMES, load_backend
 from tests.fixtures_export import CLASSES, IMAGE_SIZE
 
@@ -122,7 +117,7 @@ def _nchw(hwc_uint8: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", TFLITE)
 def test_tflite_file_alone_carries_standard_metadata_and_predicts_real_names(export, name, test_images, tmp_path):
-    inside = export["out"] / FORMATS[name]["file"]
+    inside = export["out"] / FORMATS[name].file
     path = _alone(inside, tmp_path)
     backend = load_backend(path, threads=1)
     assert backend.class_names == CLASSES and backend.image_size == IMAGE_SIZE
@@ -154,7 +149,7 @@ def test_tflite_file_alone_carries_standard_metadata_and_predicts_real_names(exp
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     # The export checked this file's outputs before and after writing its metadata, then verified it.
     notes = export["verify"]["model_files"]
-    assert any(n.startswith(f"`{FORMATS[name]['file']}`") and "bitwise unchanged" in n for n in notes), notes
+    assert any(n.startswith(f"`{FORMATS[name].file}`") and "bitwise unchanged" in n for n in notes), notes
 
 
 def test_metadata_writer_changes_no_output_and_a_bare_file_falls_back_clearly(export, test_images, tmp_path, capsys):
@@ -204,7 +199,7 @@ def photos(real_smoke) -> list[tuple[Path, np.ndarray, np.ndarray]]:
 
 @pytest.mark.parametrize("name", TFLITE)
 def test_mediapipe_loads_the_file_alone_and_names_our_classes_on_real_photos(export, name, photos, tmp_path):
-    path = _alone(export["out"] / FORMATS[name]["file"], tmp_path)
+    path = _alone(export["out"] / FORMATS[name].file, tmp_path)
     ours = load_backend(path, threads=1)  # the project's LiteRT pipeline on the same file
     torch_ref = load_backend(export["ckpt"])
     integer = name in ("tflite_int8", "tflite_int16x8")
@@ -298,7 +293,7 @@ def test_evaluate_on_a_file_copied_alone_reports_real_class_names(export, tmp_pa
 
 @pytest.mark.parametrize("name", ["onnx", "tflite_float32", "tfjs"])
 def test_a_file_with_its_metadata_stripped_falls_back_to_numbered_classes(export, name, tmp_path):
-    path = _alone(export["out"] / FORMATS[name]["file"], tmp_path)
+    path = _alone(export["out"] / FORMATS[name].file, tmp_path)
     if name == "onnx":
         model = onnx.load(str(path))
         del model.metadata_props[:]

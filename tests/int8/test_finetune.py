@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from lit_garbage.models.network import GarbageNet
-from lit_garbage.training.int8_grid import (
+from lit_garbage.int8.grid import (
     activation_points,
     add_activation_fake_quant,
     add_weight_fake_quant,
@@ -22,6 +21,7 @@ from lit_garbage.training.int8_grid import (
     remove_weight_fake_quant,
     snap_to_int8_grid_,
 )
+from lit_garbage.models.network import GarbageNet
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -150,8 +150,8 @@ def tiny_run(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_int8_finetune_writes_a_checkpoint_on_the_grid_that_keeps_the_run(tiny_run):
     from lit_garbage.inference.backends import load_classifier
+    from lit_garbage.int8.finetune import CHECKPOINT_KEY, int8_finetune
     from lit_garbage.safe_loading import load_torch_file
-    from lit_garbage.training.int8_finetune import CHECKPOINT_KEY, int8_finetune
 
     out = tiny_run["base"] / "int8" / "model.ckpt"
     result = int8_finetune(tiny_run["ckpt"], out, epochs=1, lr=1e-3, num_workers=0, log=lambda s: None,
@@ -233,7 +233,7 @@ def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agre
 
     from lit_garbage.data.images import load_rgb, model_input
     from lit_garbage.export.exporter import Exporter
-    from lit_garbage.training.int8_finetune import int8_finetune
+    from lit_garbage.int8.finetune import int8_finetune
 
     ready = tiny_run["base"] / "ready" / "model.ckpt"
     int8_finetune(tiny_run["ckpt"], ready, epochs=1, lr=1e-3, num_workers=0, validate=False, log=lambda s: None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lit_garbage.export.int8_ranges import BINS, LEVELS, best_range
+from lit_garbage.int8.ranges import BINS, LEVELS, best_range
 
 
 def _mse(hist: np.ndarray, lo: float, hi: float, a: float, b: float) -> float:

@@ -2,7 +2,7 @@
 
 Post-training int8 loses answers on models whose BatchNorm-folded kernels have a wide per-channel range (a channel
 with running_var ~ 0 is multiplied by up to 1/sqrt(eps)): the per-channel int8 grid is then too coarse for the
-other weights of that channel. Rounding the weights onto the grid once (`int8_grid.snap_to_int8_grid_`) makes
+other weights of that channel. Rounding the weights onto the grid once (`grid.snap_to_int8_grid_`) makes
 int8 weight quantisation exact, but moves the float model; a short fine-tune with the weights fake-quantised
 (`Int8GridFinetune`) lets the network adapt to its own int8 weights first, and (`activations`, the default) to
 its activations rounded with the ranges the converter's calibration will pick. The checkpoint written at the end
@@ -26,7 +26,7 @@ from torch import nn
 
 from lit_garbage.checks import Rule, enforce, integer, non_negative, positive
 from lit_garbage.files import replaced_atomically
-from lit_garbage.training.int8_grid import (
+from lit_garbage.int8.grid import (
     add_activation_fake_quant,
     add_weight_fake_quant,
     max_grid_error,
