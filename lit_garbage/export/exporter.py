@@ -319,7 +319,7 @@ class Exporter:
         floats += ", classifier output float" if self.int8_float_classifier else ""
         self.log(f"  calibrating int8 on {len(calib)} training images ({self.int8_ranges} ranges{floats})")
         quantize_int8(self.work / "saved_model", self.work / "model_int8.tflite", calib, ranges=self.int8_ranges,
-                      float_convolutions=self.int8_float_convolutions, float_classifier=self.int8_float_classifier)
+                      float_convs=self.int8_float_convolutions, float_classifier=self.int8_float_classifier)
 
     def export_int16x8(self) -> None:
         from lit_garbage.export.tensorflow import quantize_int16x8
