@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from lit_garbage.checks import Rule, integer, optional, problems
+from lit_garbage.checks import Rule, optional, problems, whole
 from lit_garbage.inference.files import DEFAULT_BATCH
 
 MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
@@ -55,11 +55,6 @@ def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = Tru
         p.add_argument("--data.manifest", dest="manifest", type=Path, metavar="CSV",
                        help="split manifest (default: the run's split.csv)")
         p.add_argument("--manifest", dest="manifest", type=Path, help=argparse.SUPPRESS)
-
-
-def whole(low: int, high: int) -> Rule:
-    """A rule half: `Rule(flag, *whole(1, 12))` for an integer option from `low` to `high`."""
-    return (lambda v: integer(v) and low <= v <= high), f"must be an integer from {low:,} to {high:,}"
 
 
 # Every numeric option has bounds: an absurd value is one line before any work, not a hang or a MemoryError.
