@@ -47,6 +47,10 @@ def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     return args
 
 
+# The same spellings for the typed configs (`commands/parsing.py`): `--data` and `--data-root` -> `--data.root`.
+OLD_DATA_SPELLINGS = {"--data-root": "--data.root", "--data": "--data.root", "--manifest": "--data.manifest"}
+
+
 def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = True) -> None:
     """`--data.root ROOT` (and `--data.manifest CSV`): the run's dataset, when it moved since training."""
     p.add_argument("--data.root", dest="data_root", type=Path, metavar="ROOT", help=root_help)

@@ -39,7 +39,6 @@ from typing import Iterator
 
 import numpy as np
 
-from lit_garbage.export.int8_ranges import DEFAULT_RANGES
 
 SIGNATURE = "serving_default"
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -314,7 +313,7 @@ def _calibrated_converter(saved_model_dir: str | Path, calibration_nhwc: np.ndar
 
 
 def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray,
-                  ranges: str = DEFAULT_RANGES, float_convs: int = 0,
+                  ranges: str = "minmax", float_convs: int = 0,
                   float_classifier: bool = False) -> Path:
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
     (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`.

@@ -101,7 +101,7 @@ def _op_input_types(path) -> dict[str, list[str]]:
 def test_the_graph_stays_float_up_to_the_nth_convolution_and_from_the_classifier_on(small_saved_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from lit_garbage.export.exporter import Exporter, ExportError
+    from lit_garbage.export.config import Int8Options
     from lit_garbage.export.tensorflow import ConversionError, quantize_int8
 
     saved_model, images = small_saved_model
@@ -125,5 +125,5 @@ def test_the_graph_stays_float_up_to_the_nth_convolution_and_from_the_classifier
     assert classifier["CONV_2D"] == ["INT8"]
     with pytest.raises(ConversionError, match=r"2 float convolutions asked \(--int8-float-convs\), the model has 1"):
         quantize_int8(saved_model, tmp_path / "x.tflite", images, float_convs=2)
-    with pytest.raises(ExportError, match="--int8-float-convs must be an integer >= 0"):
-        Exporter(tmp_path / "model.ckpt", formats=["int8"], int8_float_convolutions=-1)
+    with pytest.raises(ValueError, match="int8.float_convs must be an integer from 0 to 1,000, got -1"):
+        Int8Options(float_convs=-1)  # before any Exporter is made

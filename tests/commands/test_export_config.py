@@ -1,0 +1,127 @@
+"""`lit-garbage export`'s options are one typed config (`ExportConfig`): every option once in `--print_config`, read
+back with `--config`, overridden by flags, the same whatever the spelling, bounded in one line, and handed to the
+exporter as it was given."""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+
+import pytest
+import yaml
+
+from lit_garbage.commands import export as ex
+from lit_garbage.commands.parsing import make_config
+from lit_garbage.export.config import ExportConfig, Int8Options
+
+
+def _config(argv: list[str]) -> ExportConfig:
+    parser = ex.build_parser()
+    return make_config(parser, parser.parse_args(argv), ExportConfig)
+
+
+def _keys(config: type, prefix: str = "") -> set[str]:
+    """Every option of a config dataclass, its groups' as `group.option`."""
+    out = set()
+    for f in fields(config):
+        if is_dataclass(f.default_factory):  # a group: int8, data
+            out |= _keys(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            out.add(prefix + f.name)
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_print_config_prints_every_export_option_once_and_reads_back_with_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ex.main(["--model", "m.ckpt", "--print_config"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    printed = _flat(yaml.safe_load(text))
+    assert set(printed) == _keys(ExportConfig), text
+    top = [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()]
+    assert len(top) == len(set(top)), text  # each option once
+    assert {"int8.float_convs", "int8.calib_images", "data.root", "formats", "verify"} <= set(printed)
+    assert printed["int8.float_convs"] == Int8Options().float_convs and printed["formats"]
+    saved = tmp_path / "export.yaml"
+    saved.write_text(text)
+    assert _config(["--config", str(saved)]) == _config(["--model", "m.ckpt"])
+
+
+def test_a_config_file_with_a_flag_after_it_the_flag_wins(tmp_path):
+    saved = tmp_path / "export.yaml"
+    saved.write_text("model: runs/x/model.ckpt\nformats: [onnx, int8]\nint8:\n  calib_images: 50\n  float_convs: 16\n")
+    config = _config(["--config", str(saved), "--int8.float_convs", "4"])
+    assert config.int8 == Int8Options(calib_images=50, float_convs=4)
+    assert config.formats == ["onnx", "int8"] and str(config.model) == "runs/x/model.ckpt"
+    assert config.verify is True and config.verify_images == ExportConfig(model="m").verify_images  # the defaults
+
+
+@pytest.mark.parametrize("old,new", [
+    (["--int8-float-convs", "12"], ["--int8.float_convs", "12"]),
+    (["--int8-float-convs=12"], ["--int8.float_convs=12"]),
+    (["--calib-images", "7"], ["--int8.calib_images", "7"]),
+    (["--int8-ranges", "mse"], ["--int8.ranges", "mse"]),
+    (["--no-int8-float-classifier"], ["--int8.float_classifier", "false"]),
+    (["--int8-float-classifier"], ["--int8.float_classifier"]),
+    (["--no-verify"], ["--verify", "false"]),
+    (["--verify-images", "9"], ["--verify_images", "9"]),
+    (["--no-tflite-metadata"], ["--tflite_metadata", "false"]),
+    (["--model-name", "bins", "--model-version", "2"], ["--model_name", "bins", "--model_version", "2"]),
+    (["--data", "d", "--manifest", "s.csv"], ["--data.root", "d", "--data.manifest", "s.csv"]),
+    (["--verbose"], ["--verbose", "true"]),
+    (["--formats", "onnx", "tflite"], ["--formats", "onnx", "tflite"]),
+])
+def test_an_old_spelling_and_the_new_one_give_the_same_config(old, new):
+    made = _config(["--model", "m.ckpt", *old])
+    assert made == _config(["--model", "m.ckpt", *new])
+    assert made != _config(["--model", "m.ckpt"]) or old == ["--int8-float-classifier"]  # the flag did something
+
+
+def test_a_bad_value_in_a_config_file_is_one_line_naming_its_key(tmp_path, capsys):
+    missing = tmp_path / "missing.ckpt"  # never read: the refusal comes first
+    saved = tmp_path / "export.yaml"
+    saved.write_text(f"model: {missing}\nint8:\n  float_convs: -1\n")
+    assert ex.main(["--config", str(saved)]) == 2
+    assert capsys.readouterr().err == "error: int8.float_convs must be an integer from 0 to 1,000, got -1\n"
+    saved.write_text(f"model: {missing}\nint8:\n  float_convs: many\n")
+    with pytest.raises(SystemExit) as exit_:
+        ex.main(["--config", str(saved)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_.value.code == 2 and len(errors) == 1 and "int8.float_convs" in errors[0] and "many" in errors[0]
+    saved.write_text(f"model: {missing}\nint8:\n  float_conv: 3\n")  # a misspelt key is named too
+    with pytest.raises(SystemExit):
+        ex.main(["--config", str(saved)])
+    assert "float_conv" in capsys.readouterr().err
+
+
+def test_a_bound_is_named_as_it_was_written(tmp_path, capsys):
+    for flag in ("--int8.float_convs", "--int8-float-convs"):
+        assert ex.main(["--model", str(tmp_path / "missing.ckpt"), flag, "-3"]) == 2
+        assert capsys.readouterr().err == f"error: {flag} must be an integer from 0 to 1,000, got -3\n"
+
+
+@pytest.mark.parametrize("flags", [["--int8.float_convs", "12"], ["--int8-float-convs", "12"]])
+def test_int8_float_convs_reaches_the_exporter(flags, tmp_path, monkeypatch, capsys):
+    from lit_garbage.export import exporter
+
+    seen = []
+
+    def made(config, **kwargs):
+        seen.append(config)
+        raise exporter.ExportError("stopped before any model loads")
+
+    monkeypatch.setattr(exporter, "Exporter", made)
+    assert ex.main(["--model", str(tmp_path / "m.ckpt"), *flags, "--formats", "int8"]) == 2
+    assert "stopped before" in capsys.readouterr().err
+    (config,) = seen
+    assert isinstance(config, ExportConfig) and config.int8.float_convs == 12 and config.formats == ["int8"]
+    assert config.int8.float_classifier is True and config.int8.ranges == "minmax"  # the rest as defaulted
