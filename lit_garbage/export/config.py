@@ -17,6 +17,7 @@ from typing import Literal
 from lit_garbage.checks import Rule, enforce, one_of, whole
 from lit_garbage.export.int8_ranges import RANGE_CHOICES
 from lit_garbage.export.references import VERIFY_IMAGES
+from lit_garbage.runs import DataPaths
 
 
 @dataclass
@@ -38,16 +39,6 @@ class Int8Options:
 
     def __post_init__(self) -> None:
         enforce(INT8_RULES, **asdict(self))
-
-
-@dataclass
-class DataPaths:
-    """the run's dataset, when it moved since training"""
-
-    root: Path | None = None
-    """dataset folder (default: the run's)"""
-    manifest: Path | None = None
-    """split manifest (default: the run's split.csv)"""
 
 
 @dataclass
