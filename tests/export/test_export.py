@@ -189,7 +189,7 @@ def test_rerun_replaces_previous_export_and_interruption_keeps_it(exported, tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Interrupted(exported["ckpt"], out=out, log=lambda s: None).run()
+        Interrupted(ExportConfig(model=exported["ckpt"], out=out), log=lambda s: None).run()
     assert (out / "model_int8.tflite").read_bytes() == (exported["out"] / "model_int8.tflite").read_bytes()
     assert (out / "model.onnx").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "no partial folder left behind"
