@@ -49,6 +49,7 @@ def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
 
 # The same spellings for the typed configs (`commands/parsing.py`): `--data` and `--data-root` -> `--data.root`.
 OLD_DATA_SPELLINGS = {"--data-root": "--data.root", "--data": "--data.root", "--manifest": "--data.manifest"}
+OLD_RUNTIME_SPELLINGS = {"--batch-size": "--batch_size"}
 
 
 def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = True) -> None:

@@ -88,24 +88,19 @@ def config_parser(config: type, *, prog: str, description: str, epilog: str, ski
     return p
 
 
-def field_default(config: type, name: str) -> Any:
-    """The default of `config`'s field `name`, for an option added by hand."""
-    (found,) = [f for f in fields(config) if f.name == name]
-    return found.default
-
-
 def config_problems(p: ArgumentParser, argv: Sequence[str] | None, args: Namespace, rules: Iterable[Rule]) -> list[str]:
     """One line per broken rule, naming the option as the user wrote it (`--calib-images`, `--int8.calib_images`)
     or, when it came from a config file, its key (`int8.calib_images`)."""
     written = [str(a).partition("=")[0] for a in (sys.argv[1:] if argv is None else argv)]
     out = []
     for rule in rules:
-        value = args.get(rule.key, UNSET)
+        key = rule.key.lstrip("-").replace("-", "_")  # a flag-keyed rule (`--batch-size`) reads its option's key
+        value = args.get(key, UNSET)
         if value is UNSET:
             continue
-        spellings = {s for a in p._actions if a.dest == rule.key for s in a.option_strings} | \
-            {old for old, new in getattr(p, "renamed", {}).items() if new.partition("=")[0].lstrip("-") == rule.key}
-        shown = next((name for name in reversed(written) if name in spellings), rule.key)
+        spellings = {s for a in p._actions if a.dest == key for s in a.option_strings} | \
+            {old for old, new in getattr(p, "renamed", {}).items() if new.partition("=")[0].lstrip("-") == key}
+        shown = next((name for name in reversed(written) if name in spellings), key)
         problem = Rule(shown, rule.holds, rule.must, rule.hint).problem(value)
         if problem:
             out.append(problem)

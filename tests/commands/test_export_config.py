@@ -125,3 +125,37 @@ def test_int8_float_convs_reaches_the_exporter(flags, tmp_path, monkeypatch, cap
     (config,) = seen
     assert isinstance(config, ExportConfig) and config.int8.float_convs == 12 and config.formats == ["int8"]
     assert config.int8.float_classifier is True and config.int8.ranges == "minmax"  # the rest as defaulted
+
+
+@pytest.mark.parametrize("command,argv,changed", [
+    ("evaluate", ["--model", "m.onnx", "--split", "val", "test", "--batch-size", "8", "--tta"],
+     {"split": ["val", "test"], "batch_size": 8, "tta": True}),
+    ("serve", ["--export", "runs/x/export", "--port", "0", "--quiet"], {"port": 0, "quiet": True}),
+])
+def test_evaluate_and_serve_print_their_options_and_read_them_back(command, argv, changed, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"lit_garbage.commands.{command}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*argv, "--print_config"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    printed = yaml.safe_load(text)
+    assert {k: printed[k] for k in changed} == changed, text
+    saved = tmp_path / f"{command}.yaml"
+    saved.write_text(text)
+    parser, config = module.build_parser(), getattr(module, f"{command.capitalize()}Config")
+    assert make_config(parser, parser.parse_args(["--config", str(saved)]), config) == \
+        make_config(parser, parser.parse_args(argv), config)
+
+
+def test_evaluate_names_a_bound_as_written_and_from_a_file_by_its_key(tmp_path, capsys):
+    from lit_garbage.commands import evaluate as ev
+
+    for flag in ("--batch-size", "--batch_size"):
+        assert ev.main(["--model", str(tmp_path / "m.onnx"), flag, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {flag} must be an integer from 1 to 4,096, got 0\n"
+    saved = tmp_path / "eval.yaml"
+    saved.write_text(f"model: {tmp_path / 'm.onnx'}\nworst: 13\n")
+    assert ev.main(["--config", str(saved)]) == 2
+    assert capsys.readouterr().err == "error: worst must be an integer from 0 to 12, got 13\n"
