@@ -42,11 +42,17 @@ IMAGE_CACHE_DIR = "image_cache"
 
 
 @dataclass
-class DataPaths:
+class DataRoot:
     """the run's dataset, when it moved since training"""
 
     root: Path | None = None
     """dataset folder (default: the run's)"""
+
+
+@dataclass
+class DataPaths(DataRoot):
+    """the run's dataset and split, when they moved since training"""
+
     manifest: Path | None = None
     """split manifest (default: the run's split.csv)"""
 

@@ -108,6 +108,6 @@ def config_problems(p: ArgumentParser, argv: Sequence[str] | None, args: Namespa
 
 
 def make_config(p: ArgumentParser, args: Namespace, config: type) -> Any:
-    """The dataclass `config` (its groups too) from the parsed `args`."""
+    """The dataclass `config` (its groups too) from the parsed `args`; a field they lack keeps its default."""
     made = p.instantiate(args)
-    return config(**{f.name: made[f.name] for f in fields(config)})
+    return config(**{f.name: made[f.name] for f in fields(config) if f.name in made})

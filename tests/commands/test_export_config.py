@@ -131,8 +131,10 @@ def test_int8_float_convs_reaches_the_exporter(flags, tmp_path, monkeypatch, cap
     ("evaluate", ["--model", "m.onnx", "--split", "val", "test", "--batch-size", "8", "--tta"],
      {"split": ["val", "test"], "batch_size": 8, "tta": True}),
     ("serve", ["--export", "runs/x/export", "--port", "0", "--quiet"], {"port": 0, "quiet": True}),
+    ("predict", ["--model", "a.onnx", "--model", "b.tflite", "photos", "--top-k", "5", "--data", "d"],
+     {"model": ["a.onnx", "b.tflite"], "inputs": ["photos"], "top_k": 5, "data": {"root": "d"}}),
 ])
-def test_evaluate_and_serve_print_their_options_and_read_them_back(command, argv, changed, tmp_path, capsys):
+def test_evaluate_predict_and_serve_print_their_options_and_read_them_back(command, argv, changed, tmp_path, capsys):
     import importlib
 
     module = importlib.import_module(f"lit_garbage.commands.{command}")
@@ -159,3 +161,16 @@ def test_evaluate_names_a_bound_as_written_and_from_a_file_by_its_key(tmp_path, 
     saved.write_text(f"model: {tmp_path / 'm.onnx'}\nworst: 13\n")
     assert ev.main(["--config", str(saved)]) == 2
     assert capsys.readouterr().err == "error: worst must be an integer from 0 to 12, got 13\n"
+
+
+def test_predict_reads_its_earlier_spellings():
+    from lit_garbage.commands import predict as pr
+
+    parser = pr.build_parser()
+
+    def made(argv):
+        return make_config(parser, parser.parse_args(["--model", "m.tflite", *argv]), pr.PredictConfig)
+
+    old = made(["--top-k", "5", "--grid-size", "4", "--batch-size", "8", "--data-root", "d", "x.jpg"])
+    assert old == made(["--top_k", "5", "--grid_size", "4", "--batch_size", "8", "--data.root", "d", "x.jpg"])
+    assert (old.top_k, old.grid_size, old.batch_size, str(old.data.root)) == (5, 4, 8, "d")
