@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lit_garbage.checks import Rule, whole
-from lit_garbage.commands.options import OLD_DATA_SPELLINGS, OLD_RUNTIME_SPELLINGS, RUNTIME_RULES, quiet_tensorflow
+from lit_garbage.commands.options import (
+    OLD_DATA_SPELLINGS,
+    OLD_RUNTIME_SPELLINGS,
+    RUNTIME_RULES,
+    quiet_tensorflow,
+)
 from lit_garbage.data.images import IMAGE_EXTENSIONS
 from lit_garbage.inference.files import DEFAULT_BATCH
 from lit_garbage.runs import DataRoot
