@@ -133,8 +133,10 @@ def test_int8_float_convs_reaches_the_exporter(flags, tmp_path, monkeypatch, cap
     ("serve", ["--export", "runs/x/export", "--port", "0", "--quiet"], {"port": 0, "quiet": True}),
     ("predict", ["--model", "a.onnx", "--model", "b.tflite", "photos", "--top-k", "5", "--data", "d"],
      {"model": ["a.onnx", "b.tflite"], "inputs": ["photos"], "top_k": 5, "data": {"root": "d"}}),
+    ("parity", ["--export", "runs/x/export", "--no-mediapipe", "--data-root", "d", "--split", "val"],
+     {"mediapipe": False, "data": {"root": "d"}, "split": "val"}),
 ])
-def test_evaluate_predict_and_serve_print_their_options_and_read_them_back(command, argv, changed, tmp_path, capsys):
+def test_every_typed_command_prints_its_options_and_reads_them_back(command, argv, changed, tmp_path, capsys):
     import importlib
 
     module = importlib.import_module(f"lit_garbage.commands.{command}")
