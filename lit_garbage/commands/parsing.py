@@ -8,7 +8,8 @@
 
 Every option is `--key value` (a group's: `--int8.float_convs 8`), or a key of a YAML file (`--config x.yaml`;
 `--print_config` writes every option as such a file), or both: the command line wins. Yes/no options also work
-bare (`--verbose` is `--verbose true`). Defaults and help come from the dataclass (each field's docstring).
+bare, as argparse's flags did (`--verbose` is `--verbose true`; `Parser.spelled`). Defaults and help come from the
+dataclass (each field's docstring).
 
 The spellings of earlier releases (`--ckpt`, `--calib-images`, `--no-verify`, `--data ROOT`) still work, unlisted:
 `renamed` maps each to its new name and they are rewritten before jsonargparse parses. (Not hidden jsonargparse
@@ -35,6 +36,7 @@ from jsonargparse import (
 from lit_garbage.checks import Rule
 
 UNSET = object()
+YES_NO = {"true", "false", "yes", "no"}  # the values a yes/no option takes
 
 
 class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -49,7 +51,16 @@ class Parser(ArgumentParser):
         self.renamed = dict(renamed or {})
 
     def parse_args(self, args: Sequence[str] | None = None, *more: Any, **kwargs: Any) -> Namespace:
-        return super().parse_args(renamed_args(self.renamed, args), *more, **kwargs)
+        return super().parse_args(self.spelled(args), *more, **kwargs)
+
+    def spelled(self, args: Sequence[str] | None) -> list[str]:
+        """`args` with earlier spellings renamed and each bare yes/no option given its value: `--quiet photos/`
+        is `--quiet=true photos/` (argparse alone would read `photos/` as the option's value)."""
+        args = renamed_args(self.renamed, args)
+        flags = {s for a in self._actions if getattr(a, "_typehint", None) is bool for s in a.option_strings}
+        following = [*args[1:], None]
+        return [f"{arg}=true" if arg in flags and str(after).lower() not in YES_NO else arg
+                for arg, after in zip(args, following)]
 
     def error(self, message: str, ex: Exception | None = None):
         message = " ".join(message.split())  # jsonargparse's are indented over several lines
@@ -82,9 +93,6 @@ def config_parser(config: type, *, prog: str, description: str, epilog: str, ski
     for old in p.renamed:  # e.g. the data group's own file option, `--data`: the old name reads as its new one
         if old in p._option_string_actions:
             p._option_string_actions[old].help = argparse.SUPPRESS
-    for action in p._actions:
-        if getattr(action, "_typehint", None) is bool:  # `--verbose` alone is `--verbose true`, as argparse's flags
-            action.nargs, action.const = "?", True
     return p
 
 

@@ -176,3 +176,5 @@ def test_predict_reads_its_earlier_spellings():
     old = made(["--top-k", "5", "--grid-size", "4", "--batch-size", "8", "--data-root", "d", "x.jpg"])
     assert old == made(["--top_k", "5", "--grid_size", "4", "--batch_size", "8", "--data.root", "d", "x.jpg"])
     assert (old.top_k, old.grid_size, old.batch_size, str(old.data.root)) == (5, 4, 8, "d")
+    bare = made(["--quiet", "x.jpg"])  # a yes/no option alone, before an image: the image stays an image
+    assert bare.quiet is True and bare.inputs == ["x.jpg"]
