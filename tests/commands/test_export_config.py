@@ -42,6 +42,9 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def test_print_config_prints_every_export_option_once_and_reads_back_with_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
+        ex.main(["--print_config"])  # no model yet: the template to fill in
+    assert exit_.value.code == 0 and set(_flat(yaml.safe_load(capsys.readouterr().out))) == _keys(ExportConfig)
+    with pytest.raises(SystemExit) as exit_:
         ex.main(["--model", "m.ckpt", "--print_config"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
