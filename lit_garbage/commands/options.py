@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lit_garbage.checks import Rule, optional, problems, whole
-from lit_garbage.inference.files import DEFAULT_BATCH
 
 MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
                "or a TFJS model.json / folder")
@@ -80,10 +79,3 @@ def option_problems(args: argparse.Namespace, rules: Iterable[Rule]) -> list[str
         return getattr(args, flag.lstrip("-").replace("-", "_").replace(".", "_"), missing)
 
     return problems(rules, value_of, missing=missing)
-
-
-def add_runtime(p: argparse.ArgumentParser) -> None:
-    """`--batch-size` and `--threads`: how a model is run, whatever its format."""
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                   help=f"images per model call (default: {DEFAULT_BATCH})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")
