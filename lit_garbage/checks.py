@@ -90,6 +90,11 @@ def probability(v: Any) -> bool:
     return number(v) and 0 <= v <= 1
 
 
+def whole(low: int, high: int) -> tuple[Callable[[Any], bool], str]:
+    """A rule half: `Rule(flag, *whole(1, 12))` for an integer option from `low` to `high`."""
+    return (lambda v: integer(v) and low <= v <= high), f"must be an integer from {low:,} to {high:,}"
+
+
 def one_of(*choices: Any) -> Callable[[Any], bool]:
     return lambda v: v in choices
 

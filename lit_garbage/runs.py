@@ -43,6 +43,22 @@ EVAL_DIR = "eval"
 IMAGE_CACHE_DIR = "image_cache"
 
 
+@dataclass
+class DataRoot:
+    """the run's dataset, when it moved since training"""
+
+    root: Path | None = None
+    """dataset folder (default: the run's)"""
+
+
+@dataclass
+class DataPaths(DataRoot):
+    """the run's dataset and split, when they moved since training"""
+
+    manifest: Path | None = None
+    """split manifest (default: the run's split.csv)"""
+
+
 def run_dir_of(checkpoint: str | Path) -> Path:
     """The run a checkpoint belongs to: `<run>/model.ckpt` and `<run>/checkpoints/*.ckpt` both belong to `<run>`."""
     checkpoint = Path(checkpoint)

@@ -362,10 +362,11 @@ def phase_train_keras(spec: dict) -> dict:
 
 
 def phase_export(spec: dict) -> dict:
+    from lit_garbage.export.config import ExportConfig
     from lit_garbage.export.exporter import Exporter
 
     log: list[str] = []
-    result = Exporter(spec["ckpt"], out=spec["export_dir"], verify=True, log=log.append).run()
+    result = Exporter(ExportConfig(model=spec["ckpt"], out=spec["export_dir"]), log=log.append).run()
     report = result.report
     return {"seconds": result.timings["total"], "steps_s": {k: v for k, v in result.timings.items() if k != "total"},
             "formats": result.formats, "verify_passed": bool(result.passed),

@@ -31,6 +31,7 @@ def build_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _build(base: Path) -> dict:
     from lit_garbage.data.synthetic import generate
+    from lit_garbage.export.config import ExportConfig, Int8Options
     from lit_garbage.export.exporter import ALL_FORMATS, Exporter
     from lit_garbage.training import cli
 
@@ -57,8 +58,8 @@ def _build(base: Path) -> dict:
     assert results["val_acc"] >= 0.6 and results["test_acc"] >= 0.6, f"model did not learn: {results}"
     out = run / "export"
     # Every format, the opt-in int16x8 too.
-    result = Exporter(run / "model.ckpt", out=out, formats=ALL_FORMATS, calib_images=100, verify_images=64,
-                      log=lambda s: None).run()
+    result = Exporter(ExportConfig(model=run / "model.ckpt", out=out, formats=list(ALL_FORMATS),
+                                   int8=Int8Options(calib_images=100), verify_images=64), log=lambda s: None).run()
     return {"data": data, "run": run, "ckpt": run / "model.ckpt", "results": results, "out": out,
             "result": result, "verify": json.loads((out / "verify.json").read_text())}
 

@@ -5,19 +5,16 @@ Exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from lit_garbage.checks import Rule
+from lit_garbage.checks import Rule, whole
 from lit_garbage.commands.options import (
-    MODEL_FILES,
+    OLD_DATA_SPELLINGS,
+    OLD_RUNTIME_SPELLINGS,
     RUNTIME_RULES,
-    add_data,
-    add_model,
-    add_runtime,
-    option_problems,
     quiet_tensorflow,
-    whole,
 )
 from lit_garbage.data.manifest import DatasetError
 from lit_garbage.evaluation.evaluate import (
@@ -27,6 +24,8 @@ from lit_garbage.evaluation.evaluate import (
     evaluate,
     print_terminal,
 )
+from lit_garbage.inference.files import DEFAULT_BATCH
+from lit_garbage.runs import DataPaths
 
 EPILOG = """examples:
   # the checkpoint on its run's test split (dataset and split manifest found through the checkpoint)
@@ -41,35 +40,59 @@ EPILOG = """examples:
   # any folder of class folders, every image (no split manifest needed)
   lit-garbage evaluate --model runs/demo/export/tfjs --data.root photos/ --split all
 
+  # the options as a file: --print_config writes one, --config reads it (flags after it win)
+  lit-garbage evaluate --config eval.yaml --model runs/demo/export/model_int8.tflite
+
 outputs (in --out, default RUN/eval/<model>): report.md, metrics.json, confusion_<split>.png,
 worst_<split>.png, predictions_<split>.csv. The seed's reported numbers (SPEC.md) are shown beside ours.
 exit status: 0 evaluated; 1 no image could be evaluated; 2 the model or the data cannot be used.
 """
 
 
+@dataclass
+class EvaluateConfig:
+    """what to evaluate, on which images"""
+
+    model: Path
+    """the model file: checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) or a
+    TFJS model.json / folder"""
+    data: DataPaths = field(default_factory=DataPaths)
+    split: tuple[str, ...] = ("test",)
+    """train, val, test (several allowed) or 'all' (every image under --data.root)"""
+    out: Path | None = None
+    """output folder (default: RUN/eval/<model>)"""
+    worst: int = WORST_COUNT
+    """mistakes drawn, at most 12"""
+    batch_size: int = DEFAULT_BATCH
+    """images per model call"""
+    threads: int | None = None
+    """CPU threads for the runtime (default: its own)"""
+    tta: bool = False
+    """test-time augmentation: average each image's probabilities with its mirror image's"""
+
+
 EVALUATE_RULES = (*RUNTIME_RULES, Rule("--worst", *whole(0, 12)))
+OLD_SPELLINGS = {**OLD_DATA_SPELLINGS, **OLD_RUNTIME_SPELLINGS}  # earlier releases', still read, not listed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lit-garbage evaluate",
-        description="Accuracy, per-class precision/recall/F1 (macro and weighted), confusion matrix and the "
-                    "worst mistakes of any model file of this project, side by side with the seed's results.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model(p, f"the model file: {MODEL_FILES}")
-    add_data(p, "dataset root (default: the one the run was trained on)")
-    p.add_argument("--split", nargs="+", default=["test"], metavar="SPLIT",
-                   help="train, val, test (several allowed) or 'all' (every image under --data.root); default: test")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval/<model>)")
-    p.add_argument("--worst", type=int, default=WORST_COUNT, help=f"mistakes drawn, at most 12 (default: {WORST_COUNT})")
-    add_runtime(p)
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average each image's probabilities with its mirror image's")
+def build_parser():
+    from lit_garbage.commands.parsing import config_parser
+
+    p = config_parser(
+        EvaluateConfig, prog="lit-garbage evaluate",
+        description="Accuracy, per-class precision/recall/F1 (macro and weighted), confusion matrix and the worst\n"
+                    "mistakes of any model file of this project, side by side with the seed's results.",
+        epilog=EPILOG, skip={"split"}, renamed=OLD_SPELLINGS)
+    p.add_argument("--split", nargs="+", default=list(EvaluateConfig.split), metavar="SPLIT",
+                   help="train, val, test (several allowed) or 'all' (every image under --data.root)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from lit_garbage.commands.parsing import config_problems, make_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet_tensorflow()
     from rich.console import Console
     from rich.markup import escape
@@ -81,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         errors.print(f"[red]error:[/] unknown split {', '.join(bad)} (train, val, test or all)")
         return 2
-    broken = option_problems(args, EVALUATE_RULES)
+    broken = config_problems(parser, argv, args, EVALUATE_RULES)
     if args.out:
         from lit_garbage.files import folder_problem
 
@@ -92,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"[red]error:[/] {escape(problem)}")
     if broken:
         return 2
+    config = make_config(parser, args, EvaluateConfig)
     try:
-        ev = evaluate(args.model, args.split, args.data_root, args.manifest, args.out, args.batch_size, args.threads,
-                      args.worst, console=errors, tta=args.tta)
+        ev = evaluate(config.model, config.split, config.data.root, config.data.manifest, config.out,
+                      config.batch_size, config.threads, config.worst, console=errors, tta=config.tta)
     except (ModelFileError, BackendUnavailableError, DataError, DatasetError) as err:
         errors.print(f"[red]error:[/] {escape(str(err))}")
         return 2
@@ -102,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("interrupted")
         return 130
     except OSError as err:  # the report's folder refused a file the checks up front could not foresee
-        errors.print(f"[red]error:[/] cannot write {escape(str(err.filename or args.out))}: "
+        errors.print(f"[red]error:[/] cannot write {escape(str(err.filename or config.out))}: "
                      f"{escape(err.strerror or str(err))}; choose another --out")
         return 2
     if not ev.metrics:

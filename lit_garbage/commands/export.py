@@ -1,26 +1,32 @@
 """`lit-garbage export` (alias `scripts/export_all.py`): one command, every format, verified.
 
-Exit status: 0 exported (and verified, unless --no-verify); 1 a verification threshold was broken
+Exit status: 0 exported (and verified, unless --verify false); 1 a verification threshold was broken
 (the export is in place with verify.md saying which); 2 the export could not be made.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING, Literal
 
-from lit_garbage.checks import Rule
-from lit_garbage.commands.options import add_data, add_model, option_problems, parse_args, quiet_tensorflow, whole
+from lit_garbage.commands.options import OLD_DATA_SPELLINGS, quiet_tensorflow
+
+if TYPE_CHECKING:
+    from lit_garbage.export.config import ExportConfig
 
 EPILOG = """examples:
   # every format into runs/demo/export, verified on the run's test images
   lit-garbage export --model runs/demo/model.ckpt
 
-  # only ONNX + TFLite, more calibration images, own output folder
+  # only ONNX + TFLite, more calibration images, more of the int8 file float, own output folder
   lit-garbage export --model runs/demo/model.ckpt --formats onnx tflite int8 \\
-      --calib-images 200 --out dist/garbage
+      --int8.calib_images 200 --int8.float_convs 16 --out dist/garbage
+
+  # the options as a file: write every one, edit, export with it (flags after --config override it)
+  lit-garbage export --model runs/demo/model.ckpt --print_config > export.yaml
+  lit-garbage export --config export.yaml --int8.float_convs 16
 
   # dataset moved since training
   lit-garbage export --model runs/demo/model.ckpt --data.root /data/garbage
@@ -32,99 +38,70 @@ LiteRT runs it about 30x slower than float32 on CPU). A format brings in what it
 (tfjs and tflite need saved_model, which needs onnx). metadata.json and labels.txt are always written, and the
 same facts go into every model file (TFLite Metadata, ONNX metadata_props, SavedModel assets.extra/, TFJS
 userDefinedMetadata), so a file copied alone still knows its class names; MediaPipe loads the .tflite files as
-they are. TFLite Metadata needs `pip install --no-deps tflite-support==0.4.4` (or --no-tflite-metadata).
+they are. TFLite Metadata needs `pip install --no-deps tflite-support==0.4.4` (or --tflite_metadata false).
 TFJS verification runs in Node: install Node 18+ and run `npm ci` in the project root.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Spellings of earlier releases, still read, not listed: old -> new (`--key=value`: a flag that takes no value).
+OLD_SPELLINGS = {
+    "--ckpt": "--model", **OLD_DATA_SPELLINGS,
+    "--calib-images": "--int8.calib_images", "--int8-ranges": "--int8.ranges",
+    "--int8-float-convs": "--int8.float_convs",
+    "--int8-float-classifier": "--int8.float_classifier=true",
+    "--no-int8-float-classifier": "--int8.float_classifier=false",
+    "--verify-images": "--verify_images", "--no-verify": "--verify=false", "--model-name": "--model_name",
+    "--model-version": "--model_version", "--no-tflite-metadata": "--tflite_metadata=false",
+}
+
+
+def build_parser():
+    from lit_garbage.commands.parsing import config_parser
+    from lit_garbage.export.config import ExportConfig
     from lit_garbage.export.exporter import ALL_FORMATS, DEFAULT_FORMATS
 
-    p = argparse.ArgumentParser(
-        prog="lit-garbage export",
-        description="Export a lit_garbage checkpoint to ONNX, TensorFlow SavedModel, TFLite (float32, float16, "
-                    "int8) and TensorFlow.js, then verify every file against the torch model.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model(p, "checkpoint of a `lit-garbage fit` run (e.g. RUN/model.ckpt)", old=("--ckpt",))
-    p.add_argument("--out", default=None, help="output folder (default: RUN/export); replaced atomically")
-    p.add_argument("--formats", nargs="+", choices=ALL_FORMATS, default=list(DEFAULT_FORMATS), metavar="FORMAT",
-                   help=f"formats to export: {' '.join(ALL_FORMATS)} (default: all but int16x8)")
-    p.add_argument("--calib-images", type=int, default=100,
-                   help="training-split images used to calibrate int8 (default: 100)")
-    from lit_garbage.int8.ranges import (
-        DEFAULT_FLOAT_CLASSIFIER,
-        DEFAULT_FLOAT_CONVOLUTIONS,
-        DEFAULT_RANGES,
-        RANGE_CHOICES,
-    )
-
-    p.add_argument("--int8-ranges", choices=RANGE_CHOICES, default=DEFAULT_RANGES,
-                   help="int8 activation ranges: minmax (the calibrator's), mse (least squared error, every op "
-                        "output) or mse-signed (only tensors taking negative values); default: "
-                        f"{DEFAULT_RANGES}")
-    p.add_argument("--int8-float-convs", type=int, default=DEFAULT_FLOAT_CONVOLUTIONS, metavar="N",
-                   help="the int8 file stays float32 up to its N-th convolution (input normalisation, stem, first "
-                        "blocks): closer to float and faster on CPU (docs/int8.md); 0: int8 from the input; "
-                        f"default: {DEFAULT_FLOAT_CONVOLUTIONS}")
-    p.add_argument("--int8-float-classifier", action=argparse.BooleanOptionalAction, default=DEFAULT_FLOAT_CLASSIFIER,
-                   help="keep the int8 file's last dense layer and softmax float32 (int8 probabilities sit on 256 "
-                        "levels, where near ties collapse; docs/int8.md); default: on")
-    from lit_garbage.export.references import VERIFY_IMAGES
-
-    p.add_argument("--verify-images", type=int, default=VERIFY_IMAGES,
-                   help=f"test-split images run through every backend (default: {VERIFY_IMAGES}; the int8 check "
-                        "tightens with more)")
-    p.add_argument("--no-verify", action="store_true", help="skip verification (experts only)")
-    add_data(p, "dataset folder, if it moved since training")
-    p.add_argument("--model-name", default=None, help="name written into every model file (default: lit-garbage)")
-    p.add_argument("--model-version", default=None,
-                   help="version written into every model file (default: the lit-garbage version)")
-    p.add_argument("--no-tflite-metadata", action="store_true",
-                   help="write the .tflite files without TFLite Metadata (no tflite-support needed; MediaPipe "
-                        "and the LiteRT Task Library then cannot load them)")
-    p.add_argument("--verbose", action="store_true", help="show the converters' own logs")
+    p = config_parser(
+        ExportConfig, prog="lit-garbage export",
+        description="Export a lit_garbage checkpoint to ONNX, TensorFlow SavedModel, TFLite (float32, float16, int8)\n"
+                    "and TensorFlow.js, then verify every file against the torch model. Every option can also come\n"
+                    "from a YAML file: --print_config writes one, --config reads it (flags after it win).",
+        epilog=EPILOG, skip={"formats"}, renamed=OLD_SPELLINGS)
+    p.add_argument("--formats", nargs="+", type=Literal[ALL_FORMATS], default=list(DEFAULT_FORMATS), metavar="FORMAT",
+                   help="formats to export, with what they are built from (int16x8 only when asked for)")
     return p
 
 
-EXPORT_RULES = (
-    Rule("--calib-images", *whole(1, 100_000)),
-    Rule("--verify-images", *whole(1, 100_000)),
-    Rule("--int8-float-convs", *whole(0, 1000)),
-)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
-    broken = option_problems(args, EXPORT_RULES)
+    from lit_garbage.commands.parsing import config_problems, make_config
+    from lit_garbage.export.config import ALL_RULES, ExportConfig
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    broken = config_problems(parser, argv, args, ALL_RULES)
     for problem in broken:
         print(f"error: {problem}", file=sys.stderr)
     if broken:
         return 2
-    quiet_tensorflow(verbose=args.verbose)  # --verbose: TensorFlow's own logs too
+    config = make_config(parser, args, ExportConfig)
+    quiet_tensorflow(verbose=config.verbose)  # --verbose: TensorFlow's own logs too
     # SIGTERM unwinds like Ctrl-C, so the partial folder is removed and the old export stays.
     if threading.current_thread() is not threading.main_thread():
-        return _run(args)
+        return _run(config)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return _run(args)
+        return _run(config)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(config: ExportConfig) -> int:
     from lit_garbage.export.exporter import Exporter, ExportError
     from lit_garbage.export.references import INT8, INT16X8
     from lit_garbage.export.tensorflow import ConversionError
     from lit_garbage.inference.backends import ModelFileError
 
     try:
-        exporter = Exporter(args.model, out=args.out, formats=args.formats, calib_images=args.calib_images,
-                            verify_images=args.verify_images, verify=not args.no_verify,
-                            data_root=args.data_root, manifest=args.manifest, verbose=args.verbose,
-                            model_name=args.model_name, model_version=args.model_version,
-                            tflite_metadata=not args.no_tflite_metadata, int8_ranges=args.int8_ranges,
-                            int8_float_convolutions=args.int8_float_convs,
-                            int8_float_classifier=args.int8_float_classifier)
+        exporter = Exporter(config)
         result = exporter.run()
     except (ModelFileError, ExportError, ConversionError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -136,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         if not e.where:
             print(f"warning: {e.file}: {e.note}", file=sys.stderr)
     if result.report is None:
-        print("verification skipped (--no-verify)")
+        print("verification skipped (--verify false)")
         return 0
     print(result.report.to_markdown())
     if not result.report.passed:
@@ -145,9 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         if failed & {*INT8, *INT16X8} and not exporter.weights_on_int8_grid:
             # An int8-ready checkpoint is a new model: its answers differ from this one's on a few % of photos
             # (docs/results/2026-12-03-int8.md), so it is offered, not prescribed.
-            print(f"hint: the weights of {args.model} are not on the int8 grid, and rounding them loses answers; "
-                  "keep more of the int8 file float (--int8-float-convs), or make an int8-exact model: "
-                  f"`lit-garbage int8-finetune --model {args.model} --out READY.ckpt`, then `lit-garbage export "
+            print(f"hint: the weights of {config.model} are not on the int8 grid, and rounding them loses answers; "
+                  "keep more of the int8 file float (--int8.float_convs), or make an int8-exact model: "
+                  f"`lit-garbage int8-finetune --model {config.model} --out READY.ckpt`, then `lit-garbage export "
                   "--model READY.ckpt` (a fine-tuned model: compare both with `lit-garbage evaluate`)",
                   file=sys.stderr)
         return 1

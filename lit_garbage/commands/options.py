@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from lit_garbage.checks import Rule, integer, optional, problems
-from lit_garbage.inference.files import DEFAULT_BATCH
+from lit_garbage.checks import Rule, optional, problems, whole
 
 MODEL_FILES = ("checkpoint (.ckpt), model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) "
                "or a TFJS model.json / folder")
@@ -47,6 +46,11 @@ def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     return args
 
 
+# The same spellings for the typed configs (`commands/parsing.py`): `--data` and `--data-root` -> `--data.root`.
+OLD_DATA_SPELLINGS = {"--data-root": "--data.root", "--data": "--data.root", "--manifest": "--data.manifest"}
+OLD_RUNTIME_SPELLINGS = {"--batch-size": "--batch_size"}
+
+
 def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = True) -> None:
     """`--data.root ROOT` (and `--data.manifest CSV`): the run's dataset, when it moved since training."""
     p.add_argument("--data.root", dest="data_root", type=Path, metavar="ROOT", help=root_help)
@@ -55,11 +59,6 @@ def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = Tru
         p.add_argument("--data.manifest", dest="manifest", type=Path, metavar="CSV",
                        help="split manifest (default: the run's split.csv)")
         p.add_argument("--manifest", dest="manifest", type=Path, help=argparse.SUPPRESS)
-
-
-def whole(low: int, high: int) -> Rule:
-    """A rule half: `Rule(flag, *whole(1, 12))` for an integer option from `low` to `high`."""
-    return (lambda v: integer(v) and low <= v <= high), f"must be an integer from {low:,} to {high:,}"
 
 
 # Every numeric option has bounds: an absurd value is one line before any work, not a hang or a MemoryError.
@@ -80,10 +79,3 @@ def option_problems(args: argparse.Namespace, rules: Iterable[Rule]) -> list[str
         return getattr(args, flag.lstrip("-").replace("-", "_").replace(".", "_"), missing)
 
     return problems(rules, value_of, missing=missing)
-
-
-def add_runtime(p: argparse.ArgumentParser) -> None:
-    """`--batch-size` and `--threads`: how a model is run, whatever its format."""
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                   help=f"images per model call (default: {DEFAULT_BATCH})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: its own)")

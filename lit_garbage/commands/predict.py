@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lit_garbage.checks import Rule
+from lit_garbage.checks import Rule, whole
 from lit_garbage.commands.options import (
+    OLD_DATA_SPELLINGS,
+    OLD_RUNTIME_SPELLINGS,
     RUNTIME_RULES,
-    add_data,
-    add_model,
-    add_runtime,
-    option_problems,
     quiet_tensorflow,
-    whole,
 )
 from lit_garbage.data.images import IMAGE_EXTENSIONS
+from lit_garbage.inference.files import DEFAULT_BATCH
+from lit_garbage.runs import DataRoot
 from lit_garbage.serve.predict import run
 
 EPILOG = """examples:
@@ -41,11 +41,46 @@ EPILOG = """examples:
   # two formats side by side: the second table shows whether they agree
   lit-garbage predict --model runs/demo/model.ckpt --model runs/demo/export/tfjs photos/
 
+  # the options as a file: --print_config writes one, --config reads it (flags after it win)
+  lit-garbage predict --config predict.yaml photos/
+
 model files: a .ckpt checkpoint, model.onnx, a SavedModel folder, a .tflite file (fp32, fp16, int8) or a
 TFJS model.json / folder (needs Node and `npm ci`). Folders are searched recursively for images
 (""" + ", ".join(IMAGE_EXTENSIONS) + """).
 exit status: 0 predicted; 1 nothing could be predicted; 2 a model could not be loaded or bad arguments.
 """
+
+
+@dataclass
+class PredictConfig:
+    """what to predict, with which models, and where the results go"""
+
+    model: list[Path]
+    """model file or folder; repeat to compare formats"""
+    inputs: list[Path] = field(default_factory=list)
+    """image files and/or folders (searched recursively); none: the run's test split (from the model's split
+    manifest)"""
+    top_k: int = 3
+    """classes shown per image"""
+    json: Path | None = None
+    """write all predictions as JSON"""
+    csv: Path | None = None
+    """write all predictions as CSV (one row per image)"""
+    grid: Path | None = None
+    """draw up to 12 images with predicted label and confidence"""
+    grid_size: int = 12
+    """images in the grid, at most 12"""
+    seed: int = 0
+    """seed for sampling the grid's images"""
+    data: DataRoot = field(default_factory=DataRoot)
+    split: str = "test"
+    """split used when no images are given"""
+    batch_size: int = DEFAULT_BATCH
+    """images per model call"""
+    threads: int | None = None
+    """CPU threads for the runtime (default: its own)"""
+    quiet: bool = False
+    """no per-image table (summaries and errors only)"""
 
 
 PREDICT_RULES = (
@@ -54,9 +89,11 @@ PREDICT_RULES = (
     Rule("--grid-size", *whole(1, 12)),
     Rule("--seed", *whole(0, 2**32 - 1)),
 )
+# Earlier releases' spellings, still read, not listed.
+OLD_SPELLINGS = {**OLD_DATA_SPELLINGS, **OLD_RUNTIME_SPELLINGS, "--top-k": "--top_k", "--grid-size": "--grid_size"}
 
 
-def output_problems(args: argparse.Namespace) -> list[str]:
+def output_problems(args: PredictConfig) -> list[str]:
     """What is wrong with the output paths, found before any model is loaded or image read."""
     from lit_garbage.files import writable_problem
 
@@ -81,31 +118,29 @@ def output_problems(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lit-garbage predict",
-        description="Top-k garbage classes with confidences for image files and folders, with any model "
-                    "file of this project (checkpoint, ONNX, SavedModel, TFLite, TFJS).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="*", metavar="IMAGES_OR_FOLDERS",
+def build_parser():
+    from lit_garbage.commands.parsing import config_parser
+
+    p = config_parser(
+        PredictConfig, prog="lit-garbage predict",
+        description="Top-k garbage classes with confidences for image files and folders, with any model file of\n"
+                    "this project (checkpoint, ONNX, SavedModel, TFLite, TFJS).",
+        epilog=EPILOG, skip={"model", "inputs"}, renamed=OLD_SPELLINGS)
+    # Added by hand: a positional list, and an option that may be repeated (--model A --model B). No images on the
+    # command line leaves a --config file's `inputs` (SUPPRESS: argparse then sets nothing).
+    p.add_argument("inputs", nargs="*", default=argparse.SUPPRESS, metavar="IMAGES_OR_FOLDERS",
                    help="image files and/or folders (searched recursively); none: the run's test split "
                         "(from the model's split manifest)")
-    add_model(p, "model file or folder; repeat to compare formats", repeat=True)
-    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write all predictions as JSON")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="write all predictions as CSV (one row per image)")
-    p.add_argument("--grid", type=Path, metavar="PNG", help="draw up to 12 images with predicted label and confidence")
-    p.add_argument("--grid-size", type=int, default=12, help="images in the grid, at most 12 (default: 12)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling the grid's images (default: 0)")
-    add_data(p, "dataset root for the test-split default, if it moved since training", manifest=False)
-    p.add_argument("--split", default="test", help="split used when no images are given (default: test)")
-    add_runtime(p)
-    p.add_argument("--quiet", action="store_true", help="no per-image table (summaries and errors only)")
+    p.add_argument("--model", action="append", required=True, metavar="PATH",
+                   help="model file or folder; repeat to compare formats")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from lit_garbage.commands.parsing import config_problems, make_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet_tensorflow()
     from rich.console import Console
 
@@ -113,14 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     errors = Console(stderr=True, soft_wrap=True)  # one message = one line, whatever the width
     from rich.markup import escape
 
-    broken = option_problems(args, PREDICT_RULES)
-    broken += output_problems(args)
+    config = make_config(parser, args, PredictConfig)
+    broken = config_problems(parser, argv, args, PREDICT_RULES)
+    broken += output_problems(config)
     for problem in broken:
         errors.print(f"[red]error:[/] {escape(problem)}")
     if broken:
         return 2
     try:
-        return run(args, console, errors)
+        return run(config, console, errors)
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130

@@ -1,6 +1,6 @@
 """`Exporter`: a checkpoint -> every deployable format, verified, written atomically.
 
-    Exporter("runs/x/model.ckpt", out="runs/x/export").run()
+    Exporter(ExportConfig(model="runs/x/model.ckpt", out="runs/x/export")).run()
 
 Everything is written into a hidden sibling folder (`.export.partial-<pid>`) and moved into place
 only when complete, so an interrupted export leaves the previous complete export untouched, and a
@@ -15,20 +15,31 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from lit_garbage.artifacts import FactsError, build_metadata, check_facts, embedded_facts, write_metadata
-from lit_garbage.files import low_space, sha256_file
-from lit_garbage.formats import DEFAULT_FORMATS, FORMAT_FILES, FORMATS, REQUIRES
-from lit_garbage.export.references import INT8_AGREEMENT, VERIFY_IMAGES
+from lit_garbage.artifacts import (
+    FactsError,
+    build_metadata,
+    check_facts,
+    embedded_facts,
+    write_metadata,
+)
+from lit_garbage.export.config import ExportConfig
 from lit_garbage.export.samples import RunData, SampleError, run_data
 from lit_garbage.export.verify import VerifyReport, verify_export
+from lit_garbage.files import low_space, sha256_file
+from lit_garbage.formats import DEFAULT_FORMATS, FORMAT_FILES, FORMATS, REQUIRES
 from lit_garbage.inference.backends import TorchBackend, load_classifier, torch_outputs
-from lit_garbage.runs import RESULTS_FILE, default_export_dir, remember_export, run_dir_of
+from lit_garbage.runs import (
+    RESULTS_FILE,
+    default_export_dir,
+    remember_export,
+    run_dir_of,
+)
 from lit_garbage.training.checkpoints import save_safetensors
 
 # The `--formats` names and what they build on: the rows of `lit_garbage.formats`.
@@ -75,50 +86,24 @@ def resolve_formats(requested: Sequence[str] | None) -> list[str]:
 
 
 class Exporter:
-    def __init__(self, ckpt: str | Path, out: str | Path | None = None, formats: Sequence[str] | None = None,
-                 calib_images: int = 100, verify_images: int = VERIFY_IMAGES, verify: bool = True,
-                 data_root: str | Path | None = None, manifest: str | Path | None = None,
-                 verbose: bool = False, log: Callable[[str], None] = print, model_name: str | None = None,
-                 model_version: str | None = None, tflite_metadata: bool = True,
-                 int8_ranges: str | None = None, int8_float_convolutions: int | None = None,
-                 int8_float_classifier: bool | None = None, int8_agreement: float = INT8_AGREEMENT,
+    def __init__(self, config: ExportConfig, log: Callable[[str], None] = print,
                  warn: Callable[[str], None] | None = None) -> None:
-        if calib_images < 1:
-            raise ExportError(f"--calib-images must be at least 1, got {calib_images}")
-        if verify_images < 1:
-            raise ExportError(f"--verify-images must be at least 1, got {verify_images}")
-        self.ckpt = Path(ckpt)
+        """`config`: what to export, its options checked when it was made; `log` / `warn`: where progress and
+        warnings go."""
+        self.config = config
+        self.ckpt = Path(config.model)
         # Absolute (not resolved: a linked folder stays the link): "--out ." has a name and a parent to rename in.
-        self.out = Path(os.path.abspath(out if out is not None else default_export_dir(self.ckpt)))
-        self.formats = resolve_formats(formats)
-        self.model_name, self.model_version, self.tflite_metadata = model_name, model_version, tflite_metadata
-        if tflite_metadata and any(f.startswith("tflite_") for fmt in self.formats for f in FORMAT_FILES[fmt]):
+        self.out = Path(os.path.abspath(config.out if config.out is not None else default_export_dir(self.ckpt)))
+        self.formats = resolve_formats(config.formats)
+        if config.tflite_metadata and any(f.startswith("tflite_") for fmt in self.formats for f in FORMAT_FILES[fmt]):
             from lit_garbage.export.metadata import tflite_writer_problem
 
             problem = tflite_writer_problem()
             if problem:  # found out now, not after minutes of conversion
                 raise ExportError(problem)
-        self.calib_images, self.verify_images, self.verify = calib_images, verify_images, verify
-        from lit_garbage.int8.ranges import (
-            DEFAULT_FLOAT_CLASSIFIER,
-            DEFAULT_FLOAT_CONVOLUTIONS,
-            DEFAULT_RANGES,
-            RANGE_CHOICES,
-        )
-
-        self.int8_ranges = int8_ranges or DEFAULT_RANGES
-        if self.int8_ranges not in RANGE_CHOICES:
-            raise ExportError(f"--int8-ranges must be one of {', '.join(RANGE_CHOICES)}, got '{self.int8_ranges}'")
-        if int8_float_convolutions is None:
-            int8_float_convolutions = DEFAULT_FLOAT_CONVOLUTIONS
-        if not isinstance(int8_float_convolutions, int) or int8_float_convolutions < 0:
-            raise ExportError(f"--int8-float-convs must be an integer >= 0, got {int8_float_convolutions!r}")
-        self.int8_float_convolutions = int8_float_convolutions
-        self.int8_float_classifier = DEFAULT_FLOAT_CLASSIFIER if int8_float_classifier is None \
-            else bool(int8_float_classifier)
-        self.int8_agreement = int8_agreement  # the int8 file's top-1 agreement threshold
-        self.data_root, self.manifest = data_root, manifest
-        self.verbose, self.log = verbose, log
+        self.int8 = config.int8
+        self.data_root, self.manifest = config.data.root, config.data.manifest
+        self.verbose, self.log = config.verbose, log
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         self.timings: dict[str, float] = {}
         self.embedded: list = []  # lit_garbage.export.metadata.Embedded, one per model file
@@ -141,7 +126,7 @@ class Exporter:
             for fmt in self.formats:
                 self._step(fmt, getattr(self, f"export_{fmt}"))
             self._step("metadata", self.write_metadata)
-            report = self._step("verify", self.run_verify) if self.verify else None
+            report = self._step("verify", self.run_verify) if self.config.verify else None
             self._step("move into place", self._commit)
         finally:
             if self.work.exists():
@@ -293,23 +278,23 @@ class Exporter:
     def _calibration_nhwc(self) -> np.ndarray:
         """The training images both integer formats are calibrated on (read once), NHWC."""
         if self._calibration is None:
-            calib, records = self._images("train", self.calib_images, self.image_size)
+            calib, records = self._images("train", self.int8.calib_images, self.image_size)
             self._calibration = calib.transpose(0, 2, 3, 1)
-            self.calibration = {"split": "train", "images": len(records), "requested": self.calib_images,
-                                "manifest": self.data.manifest_path.name, "ranges": self.int8_ranges,
-                                "int8_float_convolutions": self.int8_float_convolutions,
-                                "int8_float_classifier": self.int8_float_classifier}
+            # The int8 options under their own names (`--int8.float_convs` -> "float_convs"), beside what was found.
+            self.calibration = {"split": "train", "images": len(records), "manifest": self.data.manifest_path.name,
+                                **asdict(self.int8)}
         return self._calibration
 
     def export_int8(self) -> None:
         from lit_garbage.export.tensorflow import quantize_int8
 
         calib = self._calibration_nhwc()
-        floats = f", first {self.int8_float_convolutions} convolutions float" if self.int8_float_convolutions else ""
-        floats += ", classifier output float" if self.int8_float_classifier else ""
-        self.log(f"  calibrating int8 on {len(calib)} training images ({self.int8_ranges} ranges{floats})")
-        quantize_int8(self._file("saved_model"), self._file("tflite_int8"), calib, ranges=self.int8_ranges,
-                      float_convolutions=self.int8_float_convolutions, float_classifier=self.int8_float_classifier)
+        int8 = self.int8
+        floats = f", first {int8.float_convs} convolutions float" if int8.float_convs else ""
+        floats += ", classifier output float" if int8.float_classifier else ""
+        self.log(f"  calibrating int8 on {len(calib)} training images ({int8.ranges} ranges{floats})")
+        quantize_int8(self._file("saved_model"), self._file("tflite_int8"), calib, ranges=int8.ranges,
+                      float_convs=int8.float_convs, float_classifier=int8.float_classifier)
 
     def export_int16x8(self) -> None:
         from lit_garbage.export.tensorflow import quantize_int16x8
@@ -343,8 +328,8 @@ class Exporter:
             formats=files, checkpoint=self.ckpt, checkpoint_sha256=sha256_file(self.ckpt),
             manifest=manifest_path, manifest_sha256=manifest_sha, training=results,
             calibration=getattr(self, "calibration", None), backbone=self.module.hparams.backbone,
-            onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.model_name,
-            version=self.model_version, dataset_root=dataset_root, export_dir=self.out)
+            onnx2tf_options=getattr(self, "onnx2tf_options", None), name=self.config.model_name,
+            version=self.config.model_version, dataset_root=dataset_root, export_dir=self.out)
         # The weights without a pickle: safetensors, with what rebuilds the model in its header.
         weights = save_safetensors(self.module, self.work / WEIGHTS_FILE, embedded_facts(meta))
         meta["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_file(weights),
@@ -357,7 +342,7 @@ class Exporter:
         from lit_garbage.export.metadata import MetadataError, embed_facts
 
         try:
-            self.embedded = embed_facts(self.work, embedded_facts(meta), files, tflite=self.tflite_metadata)
+            self.embedded = embed_facts(self.work, embedded_facts(meta), files, tflite=self.config.tflite_metadata)
         except MetadataError as err:
             raise ExportError(str(err)) from None
         for e in self.embedded:
@@ -376,12 +361,12 @@ class Exporter:
 
     def run_verify(self) -> VerifyReport:
         split = "test" if self.data.manifest.split("test") else "val"
-        images, records = self._images(split, self.verify_images, self.image_size)
+        images, records = self._images(split, self.config.verify_images, self.image_size)
         reference = TorchBackend(self.ckpt, module=self.module)  # the module already loaded
         files = [f for fmt in self.formats for f in FORMAT_FILES[fmt]]
         report = verify_export(self.work, reference, images, files,
                                image_source=f"{split} split of {self.data.manifest_path.name}", log=self.log,
-                               notes=self.metadata_notes(), int8_agreement=self.int8_agreement)
+                               notes=self.metadata_notes())
         report.write(self.work)
         return report
 

@@ -39,8 +39,6 @@ from typing import Iterator
 
 import numpy as np
 
-from lit_garbage.int8.ranges import DEFAULT_RANGES
-
 SIGNATURE = "serving_default"
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -315,7 +313,7 @@ def _calibrated_converter(saved_model_dir: str | Path, calibration_nhwc: np.ndar
 
 
 def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibration_nhwc: np.ndarray,
-                  ranges: str = DEFAULT_RANGES, float_convolutions: int = 0,
+                  ranges: str = "minmax", float_convs: int = 0,
                   float_classifier: bool = False) -> Path:
     """Full-integer (int8 weights and activations, float32 I/O) TFLite calibrated on `calibration_nhwc`
     (float32 [N, H, W, 3] in [0, 1], real training images). Same converter settings as onnx2tf's `-oiqt`.
@@ -323,7 +321,7 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
     `ranges`: how each activation's int8 range is chosen (`lit_garbage.int8.ranges`): `minmax`, the
     calibrator's min / max (the converter in one step); `mse` / `mse-signed`, the range of least squared error of
     every op output / of those taking negative values, written between the converter's calibration and its
-    quantisation step. `float_convolutions`: the graph stays float32 up to its N-th convolution (the input
+    quantisation step. `float_convs`: the graph stays float32 up to its N-th convolution (the input
     normalisation, the stem and the first blocks, whose few channels at full resolution lose the most to int8
     and gain the least speed from it); the converter quantises from there on. `float_classifier`: the last dense
     layer and the softmax stay float32 too (int8 probabilities sit on 256 levels, where near ties collapse)."""
@@ -336,7 +334,7 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
     converter = _calibrated_converter(saved_model_dir, calibration_nhwc,
                                       [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS])
     try:
-        if ranges == "minmax" and not float_convolutions and not float_classifier:
+        if ranges == "minmax" and not float_convs and not float_classifier:
             model = converter.convert()
         else:  # the converter's two steps (identical output for minmax), with the choices between them
             converter._experimental_calibrate_only = True
@@ -345,7 +343,7 @@ def quantize_int8(saved_model_dir: str | Path, tflite_path: str | Path, calibrat
                 chosen = int8_ranges.mse_ranges(calibrated, calibration_nhwc, signed_only=ranges == "mse-signed")
                 calibrated = int8_ranges.with_ranges(calibrated, chosen)
             ops = int8_ranges.op_outputs(calibrated)  # the graph read once for both choices
-            floats = int8_ranges.float_prefix(ops, float_convolutions)
+            floats = int8_ranges.float_prefix(ops, float_convs)
             if float_classifier:
                 floats += int8_ranges.float_classifier(ops)
             model = int8_ranges.quantize_calibrated(calibrated, floats)

@@ -25,18 +25,7 @@ FRACTIONS = np.concatenate([np.linspace(0.05, 0.5, 10, endpoint=False), np.linsp
 LEVELS = 255  # int8 steps across a range
 
 RANGE_CHOICES = ("minmax", "mse", "mse-signed")  # mse-signed: only tensors that take negative values
-# The export default: mse / mse-signed agree better with float on the two real models, but MediaPipe's LiteRT
-# computes a mse-signed file differently from ai-edge-litert (minmax: identically), so the portable choice stays
-# the default (measured: docs/results/2026-12-03-int8.md).
-DEFAULT_RANGES = "minmax"
-# The graph stays float up to its 8th convolution by default (`quantize_int8(float_convolutions=)`): each float
-# convolution brings int8 a little closer to float and costs latency, and 8 was the measured trade-off (the float
-# prefix's sweep: docs/results/2026-12-03-int8.md).
-DEFAULT_FLOAT_CONVOLUTIONS = 8
-# The classifier's last dense layer and its softmax stay float32 by default (`quantize_int8(float_classifier=)`):
-# in int8 the softmax writes probabilities on 256 levels (scale 1/256), so two near classes round to the same
-# level and argmax takes the lower index (the classifier output's measurements: docs/results/2026-12-03-int8.md).
-DEFAULT_FLOAT_CLASSIFIER = True
+# The export's defaults (minmax, 8 float convolutions, a float classifier) and why: `lit_garbage.export.config`.
 
 
 def _name(tensor) -> str:
@@ -132,18 +121,18 @@ def op_outputs(calibrated: bytes) -> list[tuple[str, str]]:
             for op in graph.operators]
 
 
-def float_prefix(ops: Sequence[tuple[str, str]], convolutions: int) -> list[str]:
-    """Output tensor names of the `op_outputs` up to and including the `convolutions`-th convolution: the input
+def float_prefix(ops: Sequence[tuple[str, str]], float_convs: int) -> list[str]:
+    """Output tensor names of the `op_outputs` up to and including the `float_convs`-th convolution: the input
     normalisation, the stem and the first blocks (empty for 0)."""
-    if convolutions == 0:
+    if float_convs == 0:
         return []
     names, seen = [], 0
     for kind, name in ops:
         names.append(name)
         seen += kind in CONVOLUTIONS
-        if seen == convolutions:
+        if seen == float_convs:
             return names
-    raise ValueError(f"{convolutions} float convolutions asked (--int8-float-convs), the model has {seen}: "
+    raise ValueError(f"{float_convs} float convolutions asked (--int8-float-convs), the model has {seen}: "
                      "pass a smaller number")
 
 

@@ -63,7 +63,7 @@ def run(args, console, errors) -> int:
         from lit_garbage.evaluation.evaluate import DataError, resolve_data
 
         try:
-            data = resolve_data(backends[0], args.model[0], args.data_root)
+            data = resolve_data(backends[0], args.model[0], args.data.root)
         except DataError as err:
             errors.print(f"[red]error:[/] no images given and {escape(str(err))}")
             return 2

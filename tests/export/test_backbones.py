@@ -77,6 +77,7 @@ def test_export_and_verification_pass_for_other_backbones(backbone, tiny_data, t
     import numpy as np
     import onnxruntime as ort
 
+    from lit_garbage.export.config import ExportConfig, Int8Options
     from lit_garbage.export.exporter import Exporter
     from lit_garbage.export.tensorflow import onnx2tf_input
     from lit_garbage.training import cli
@@ -94,8 +95,8 @@ def test_export_and_verification_pass_for_other_backbones(backbone, tiny_data, t
 
     # Most layers stay frozen at their initial values (zero biases, unit BN statistics): the edge cases
     # of the TFJS converter (scalar / residual "biases") are exercised as well.
-    result = Exporter(run / "model.ckpt", out=run / "export", calib_images=16, verify_images=16,
-                      log=lambda s: None).run()
+    result = Exporter(ExportConfig(model=run / "model.ckpt", out=run / "export", int8=Int8Options(calib_images=16),
+                                   verify_images=16), log=lambda s: None).run()
     out = run / "export"
     verify = json.loads((out / "verify.json").read_text())
     rows = {b["name"]: b for b in verify["backends"]}

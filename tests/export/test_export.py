@@ -17,20 +17,27 @@ import onnx
 import pytest
 import torch
 
-from lit_garbage.formats import FORMATS
 from lit_garbage.commands.export import build_parser as export_parser
 from lit_garbage.commands.export import main as export_main
-from lit_garbage.files import sha256_file
-from lit_garbage.export.exporter import DEFAULT_FORMATS, MARKER, Exporter, ExportError, resolve_formats
+from lit_garbage.export.config import ExportConfig, Int8Options
+from lit_garbage.export.exporter import (
+    DEFAULT_FORMATS,
+    MARKER,
+    Exporter,
+    ExportError,
+    resolve_formats,
+)
 from lit_garbage.export.onnx import OPSET
 from lit_garbage.export.references import (
-    INT16X8_MAX_ABS_DIFF,
     FP16_MAX_ABS_DIFF,
     FP32_MAX_ABS_DIFF,
     INT8_AGREEMENT,
+    INT16X8_MAX_ABS_DIFF,
 )
 from lit_garbage.export.samples import run_data
 from lit_garbage.export.verify import verify_export
+from lit_garbage.files import sha256_file
+from lit_garbage.formats import FORMATS
 from lit_garbage.inference.backends import (
     BackendUnavailableError,
     ModelFileError,
@@ -87,11 +94,11 @@ def test_export_writes_every_format_with_metadata_and_labels(exported):
 
 
 def test_the_int8_file_is_float_up_to_its_default_convolution_integer_after_and_float_at_the_classifier(exported):
-    from lit_garbage.int8.ranges import CONVOLUTIONS, DEFAULT_FLOAT_CONVOLUTIONS
+    from lit_garbage.int8.ranges import CONVOLUTIONS
 
     ops = op_input_types(exported["out"] / FORMATS["tflite_int8"].file)
     convs = [dtype for op, dtype in ops if op in CONVOLUTIONS]
-    n = DEFAULT_FLOAT_CONVOLUTIONS
+    n = Int8Options().float_convs
     assert 0 < n < len(convs) and convs[:n] == ["FLOAT32"] * n and set(convs[n:]) == {"INT8"}, convs
     # float in; once int8 the graph stays int8 up to one DEQUANTIZE before the classifier's last dense layer, which
     # and the softmax are float (the default)
@@ -100,8 +107,8 @@ def test_the_int8_file_is_float_up_to_its_default_convolution_integer_after_and_
     assert kinds[-3:] == ["DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX"] and ops[-2][1] == ops[-1][1] == "FLOAT32", ops
     assert [dtype for op, dtype in ops[:-3] if op == "FULLY_CONNECTED"] == ["INT8"]
     meta = json.loads((exported["out"] / "metadata.json").read_text())
-    assert meta["int8_calibration"]["int8_float_convolutions"] == n
-    assert meta["int8_calibration"]["int8_float_classifier"] is True
+    assert meta["int8_calibration"]["float_convs"] == n  # the option's own name, as --int8.float_convs
+    assert meta["int8_calibration"]["float_classifier"] is True
 
 
 def test_int16x8_is_built_only_when_asked_for():
@@ -182,12 +189,13 @@ def test_rerun_replaces_previous_export_and_interruption_keeps_it(exported, tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Interrupted(exported["ckpt"], out=out, log=lambda s: None).run()
+        Interrupted(ExportConfig(model=exported["ckpt"], out=out), log=lambda s: None).run()
     assert (out / "model_int8.tflite").read_bytes() == (exported["out"] / "model_int8.tflite").read_bytes()
     assert (out / "model.onnx").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "no partial folder left behind"
 
-    result = Exporter(exported["ckpt"], out=out, formats=["onnx"], verify=False, log=lambda s: None).run()
+    result = Exporter(ExportConfig(model=exported["ckpt"], out=out, formats=["onnx"], verify=False),
+                      log=lambda s: None).run()
     assert result.formats == ["onnx"]
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "labels.txt", "metadata.json", "model.onnx",
                                                             "model.safetensors"])
@@ -197,7 +205,8 @@ def test_rerun_replaces_previous_export_and_interruption_keeps_it(exported, tmp_
 def test_export_refuses_to_replace_a_folder_it_did_not_write(exported, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
     with pytest.raises(ExportError, match="not a lit_garbage export"):
-        Exporter(exported["ckpt"], out=tmp_path, formats=["onnx"], verify=False, log=lambda s: None).run()
+        Exporter(ExportConfig(model=exported["ckpt"], out=tmp_path, formats=["onnx"], verify=False),
+                 log=lambda s: None).run()
     assert (tmp_path / "notes.txt").read_text() == "precious"
 
 

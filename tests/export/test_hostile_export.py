@@ -14,8 +14,6 @@ import stat
 import sys
 from pathlib import Path
 
-import pytest
-
 from lit_garbage.commands import export as ex
 from lit_garbage.export.exporter import MARKER
 from lit_garbage.files import file_mode

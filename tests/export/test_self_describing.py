@@ -30,6 +30,7 @@ from lit_garbage.data.images import load_rgb
 from lit_garbage.data.transforms import resize_uint8
 from lit_garbage.export import exporter as exporter_mod
 from lit_garbage.export import metadata as md
+from lit_garbage.export.config import ExportConfig
 from lit_garbage.formats import FORMATS
 from lit_garbage.inference.backends import NO_NAMES, load_backend
 from tests.fixtures_export import CLASSES, IMAGE_SIZE
@@ -325,7 +326,8 @@ def test_export_without_tflite_support_fails_early_naming_the_pip_command(export
     assert md.TFLITE_SUPPORT_PIP in err and "--no-tflite-metadata" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
     # Opting out needs no writer; the TFLite files then stay as converted and every report says so.
-    exp = exporter_mod.Exporter(export["ckpt"], out=tmp_path / "o", formats=["tflite"], tflite_metadata=False)
+    exp = exporter_mod.Exporter(ExportConfig(model=export["ckpt"], out=tmp_path / "o", formats=["tflite"],
+                                                    tflite_metadata=False))
     copy = Path(shutil.copytree(export["out"], tmp_path / "copy"))
     bare = md.strip_tflite_associated_files((copy / "model_float32.tflite").read_bytes())
     (copy / "model_float32.tflite").write_bytes(bare)

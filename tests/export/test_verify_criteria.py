@@ -18,6 +18,7 @@ import pytest
 from onnx import numpy_helper
 
 from lit_garbage.export import references
+from lit_garbage.export.config import ExportConfig
 from lit_garbage.export.exporter import Exporter
 from lit_garbage.export.onnx import export_onnx
 from lit_garbage.export.references import (
@@ -46,8 +47,8 @@ def sound(tmp_path_factory, synthetic_root) -> dict:
                       "--model.dropout", "0.0", "--data.augment.enabled", "false", "--seed_everything", "1"))
     ckpt = run / "model.ckpt"
     out = base / "export"
-    result = Exporter(ckpt, out=out, formats=["onnx", "tflite"], verify_images=24, tflite_metadata=False,
-                      log=lambda s: None).run()
+    result = Exporter(ExportConfig(model=ckpt, out=out, formats=["onnx", "tflite"], verify_images=24,
+                                   tflite_metadata=False), log=lambda s: None).run()
     module, info = load_classifier(ckpt)
     data = run_data(info, ckpt)
     images = data.load(data.pick("test", 24), IMAGE_SIZE)

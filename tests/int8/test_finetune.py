@@ -232,6 +232,7 @@ def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agre
     import numpy as np
 
     from lit_garbage.data.images import load_rgb, model_input
+    from lit_garbage.export.config import ExportConfig, Int8Options
     from lit_garbage.export.exporter import Exporter
     from lit_garbage.int8.finetune import int8_finetune
 
@@ -240,8 +241,8 @@ def test_integer_export_of_the_finetuned_checkpoint_keeps_float_weights_and_agre
     files = {}
     for name, ckpt in (("plain", tiny_run["ckpt"]), ("ready", ready)):
         out = tiny_run["base"] / f"export-{name}"
-        exporter = Exporter(ckpt, out=out, formats=["tflite", "int8", "int16x8"], verify=False, calib_images=40,
-                            log=lambda s: None, tflite_metadata=False)
+        exporter = Exporter(ExportConfig(model=ckpt, out=out, formats=["tflite", "int8", "int16x8"], verify=False,
+                                         int8=Int8Options(calib_images=40), tflite_metadata=False), log=lambda s: None)
         exporter.run()
         assert exporter.weights_on_int8_grid == (name == "ready")  # what the export's failure hint checks
         files[name] = out

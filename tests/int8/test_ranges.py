@@ -101,12 +101,12 @@ def _op_input_types(path) -> dict[str, list[str]]:
 def test_the_graph_stays_float_up_to_the_nth_convolution_and_from_the_classifier_on(small_saved_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from lit_garbage.export.exporter import Exporter, ExportError
+    from lit_garbage.export.config import Int8Options
     from lit_garbage.export.tensorflow import ConversionError, quantize_int8
 
     saved_model, images = small_saved_model
     int8 = _op_input_types(quantize_int8(saved_model, tmp_path / "int8.tflite", images))
-    kept = quantize_int8(saved_model, tmp_path / "kept.tflite", images, float_convolutions=1)
+    kept = quantize_int8(saved_model, tmp_path / "kept.tflite", images, float_convs=1)
     mixed = _op_input_types(kept)
     assert int8["CONV_2D"] == ["INT8"] and mixed["CONV_2D"] == ["FLOAT32"], (int8, mixed)
     assert int8["MUL"] == ["INT8"] and mixed["MUL"] == ["FLOAT32"]  # the normalisation before it too
@@ -124,6 +124,6 @@ def test_the_graph_stays_float_up_to_the_nth_convolution_and_from_the_classifier
     assert classifier["SOFTMAX"] == ["FLOAT32"] and int8["SOFTMAX"] == ["INT8"]
     assert classifier["CONV_2D"] == ["INT8"]
     with pytest.raises(ConversionError, match=r"2 float convolutions asked \(--int8-float-convs\), the model has 1"):
-        quantize_int8(saved_model, tmp_path / "x.tflite", images, float_convolutions=2)
-    with pytest.raises(ExportError, match="--int8-float-convs must be an integer >= 0"):
-        Exporter(tmp_path / "model.ckpt", formats=["int8"], int8_float_convolutions=-1)
+        quantize_int8(saved_model, tmp_path / "x.tflite", images, float_convs=2)
+    with pytest.raises(ValueError, match="int8.float_convs must be an integer from 0 to 1,000, got -1"):
+        Int8Options(float_convs=-1)  # before any Exporter is made
