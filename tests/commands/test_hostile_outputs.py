@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_a_run_trained_with_a_relative_root_evaluates_from_any_folder(synthetic_
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = subprocess.run(["python", "-m", "lit_garbage", "evaluate", "--model", str(work / "run" / "model.ckpt"),
+    result = subprocess.run([sys.executable, "-m", "lit_garbage", "evaluate", "--model", str(work / "run" / "model.ckpt"),
                              "--out", str(tmp_path / "eval")], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert result.returncode == 0, result.stderr[-1500:]
