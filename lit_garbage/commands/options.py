@@ -27,23 +27,10 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def add_model(p: argparse.ArgumentParser, help: str, *, repeat: bool = False, old: tuple[str, ...] = ()) -> None:
+def add_model(p: argparse.ArgumentParser, help: str, *, repeat: bool = False) -> None:
     """`--model PATH`: the model file a command reads (`repeat`: may be given several times)."""
-    kwargs = {"action": "append"} if repeat else {}
-    # Required, but an old spelling may stand in for it: checked by `parse_args` instead of argparse.
-    p.add_argument("--model", required=not old, metavar="PATH", dest="model", help=help, **kwargs)
-    for name in old:
-        p.add_argument(name, dest="model", help=argparse.SUPPRESS, **kwargs)
-    if old:
-        p.set_defaults(_needs_model=True)
-
-
-def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    """`p.parse_args(argv)`, plus the required `--model` that argparse cannot check when it has old spellings."""
-    args = p.parse_args(argv)
-    if vars(args).pop("_needs_model", False) and args.model is None:
-        p.error("the following arguments are required: --model")
-    return args
+    p.add_argument("--model", required=True, metavar="PATH", dest="model", help=help,
+                   **({"action": "append"} if repeat else {}))
 
 
 # The same spellings for the typed configs (`commands/parsing.py`): `--data` and `--data-root` -> `--data.root`.
@@ -52,13 +39,15 @@ OLD_RUNTIME_SPELLINGS = {"--batch-size": "--batch_size"}
 
 
 def add_data(p: argparse.ArgumentParser, root_help: str, *, manifest: bool = True) -> None:
-    """`--data.root ROOT` (and `--data.manifest CSV`): the run's dataset, when it moved since training."""
+    """`--data.root ROOT` (and `--data.manifest CSV`): the run's dataset, when it moved since training; the
+    spellings of OLD_DATA_SPELLINGS read too, unlisted."""
     p.add_argument("--data.root", dest="data_root", type=Path, metavar="ROOT", help=root_help)
-    p.add_argument("--data-root", "--data", dest="data_root", type=Path, help=argparse.SUPPRESS)
     if manifest:
         p.add_argument("--data.manifest", dest="manifest", type=Path, metavar="CSV",
                        help="split manifest (default: the run's split.csv)")
-        p.add_argument("--manifest", dest="manifest", type=Path, help=argparse.SUPPRESS)
+    for old, new in OLD_DATA_SPELLINGS.items():
+        if manifest or new != "--data.manifest":
+            p.add_argument(old, dest=p._option_string_actions[new].dest, type=Path, help=argparse.SUPPRESS)
 
 
 # Every numeric option has bounds: an absurd value is one line before any work, not a hang or a MemoryError.

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from lit_garbage.commands.main import SUBCOMMANDS, main
-from lit_garbage.commands.options import parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +61,7 @@ def test_one_fact_has_one_flag_in_every_command_and_old_spellings_still_work(com
     import importlib
 
     parser = importlib.import_module(SUBCOMMANDS[command][0]).build_parser()
-    assert parse_args(parser, old) == parse_args(parser, new)
+    assert parser.parse_args(old) == parser.parse_args(new)
     parser.print_help()
     shown = capsys.readouterr().out
     assert "--model" in shown and "--data.root" in shown
